@@ -1,0 +1,92 @@
+"""Transform names -> classes: the built-ins, and third-party plugins from the entry-point group.
+
+A plugin package declares ``[project.entry-points."fencebox.transforms"] my_name = "pkg.mod:MyTransform"``;
+the class must subclass :class:`fencebox.transforms.base.Transform`.  Plugins are discovered once,
+on first use, and never shadow a built-in.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import warnings
+from importlib.metadata import entry_points
+from typing import TypeVar
+
+from fencebox.errors import SpecError
+from fencebox.transforms.base import Transform
+
+ENTRY_POINT_GROUP = "fencebox.transforms"
+
+_REGISTRY: dict[str, type[Transform]] = {}
+_builtins_loaded = False
+_plugins_loaded = False
+
+T = TypeVar("T", bound=type[Transform])
+
+
+def register(cls: T) -> T:
+    """Class decorator: make a Transform subclass available under its ``name``."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no registry name")
+    existing = _REGISTRY.get(cls.name)
+    if existing is not None and existing is not cls:
+        raise TypeError(f"transform name {cls.name!r} already registered by {existing.__qualname__}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        importlib.import_module("fencebox.transforms")
+        importlib.import_module("fencebox.chain")
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin must not take the built-ins down with it
+            warnings.warn(f"fencebox: plugin {ep.name!r} ({ep.value}) failed to load: {exc}", stacklevel=2)
+            continue
+        if not (isinstance(obj, type) and issubclass(obj, Transform)):
+            warnings.warn(f"fencebox: plugin {ep.name!r} is not a Transform subclass; ignored", stacklevel=2)
+            continue
+        if not obj.name:
+            obj.name = ep.name
+        if obj.name in _REGISTRY and _REGISTRY[obj.name] is not obj:
+            warnings.warn(f"fencebox: plugin {ep.name!r} would shadow built-in {obj.name!r}; ignored", stacklevel=2)
+            continue
+        _REGISTRY[obj.name] = obj
+
+
+def all_transforms() -> dict[str, type[Transform]]:
+    """Every registered transform class by name, built-ins and plugins."""
+    _load_builtins()
+    _load_plugins()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_transform(name: str) -> type[Transform]:
+    """The class registered as ``name``; SpecError suggesting the closest name when there is none."""
+    registry = all_transforms()
+    try:
+        return registry[name]
+    except KeyError:
+        from fencebox.presets import list_presets
+
+        candidates = list(registry) + list_presets()
+        close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise SpecError(f"unknown transform '{name}'{hint} (see `fencebox transforms`)") from None
+
+
+def list_transforms() -> list[str]:
+    """The names of every available transform (see ``fencebox transforms`` for their parameters)."""
+    return list(all_transforms())

@@ -1,0 +1,336 @@
+"""The Transform contract every purifier, combinator and chain follows.
+
+Serving path: ``uint8`` NumPy batches ``(N, H, W, C)`` with C = 1 or 3.
+Randomness is explicit: ``params = t.sample(rng, shape)`` draws everything random, and
+``t.apply(images, params)`` is then deterministic.  ``t.surrogate(x, params)`` is the
+differentiable twin on float torch ``(N, C, H, W)`` tensors in [0, 1] used by the harness.
+
+Params are a tree (dicts and lists) whose leaves are NumPy arrays with the batch as their
+first axis, so any params can be sliced per image (:func:`slice_params`): that is what lets a
+batch be split across threads, and combinators route subsets of a batch to a child, without
+any transform knowing about it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from abc import ABC
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from fencebox.errors import InputError, SpecError
+
+if TYPE_CHECKING:
+    import torch
+
+Shape = tuple[int, int, int, int]
+Params = dict[str, Any]
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter of a transform: type, bounds, default and a one-line description.
+
+    ``kind`` is one of ``"int"``, ``"float"``, ``"str"``, ``"bool"``, ``"transform"`` or
+    ``"transforms"`` (the last two for combinators).  ``allow_range`` lets a numeric parameter be
+    given as ``[lo, hi]``, drawn per image by the transform.  ``nullable`` allows ``None``.
+    """
+
+    name: str
+    kind: str
+    default: Any = _MISSING
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] | None = None
+    allow_range: bool = False
+    nullable: bool = False
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is _MISSING
+
+    def describe_range(self) -> str:
+        """A human-readable statement of the accepted values, used in error messages and tables."""
+        if self.choices is not None:
+            text = "one of " + ", ".join(repr(c) for c in self.choices)
+        elif self.kind in ("int", "float") and (self.low is not None or self.high is not None):
+            lo = "-inf" if self.low is None else _fmt_num(self.low)
+            hi = "inf" if self.high is None else _fmt_num(self.high)
+            text = f"{self.kind} in [{lo}, {hi}]"
+        else:
+            text = self.kind
+        if self.allow_range:
+            text += " or a range [lo, hi]"
+        if self.nullable:
+            text += " or null"
+        return text
+
+    def validate(self, owner: str, value: Any) -> Any:
+        """Check and normalise ``value`` for this parameter, raising SpecError naming it and its range."""
+        if value is None:
+            if self.nullable:
+                return None
+            raise SpecError(f"{owner}: parameter '{self.name}' must be {self.describe_range()}, got null")
+        if self.kind in ("transform", "transforms"):
+            return value
+        if self.allow_range and isinstance(value, list | tuple):
+            if len(value) != 2:
+                raise SpecError(
+                    f"{owner}: parameter '{self.name}' as a range must be [lo, hi], got {list(value)!r}"
+                )
+            lo, hi = (self._scalar(owner, v) for v in value)
+            if lo > hi:
+                raise SpecError(f"{owner}: parameter '{self.name}' range [{lo}, {hi}] has lo > hi")
+            return [lo, hi]
+        return self._scalar(owner, value)
+
+    def _scalar(self, owner: str, value: Any) -> Any:
+        bad = SpecError(f"{owner}: parameter '{self.name}' must be {self.describe_range()}, got {value!r}")
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise bad
+            return value
+        if self.kind == "str":
+            if not isinstance(value, str):
+                raise bad
+            out: Any = value
+        elif self.kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int | float) or float(value) != int(value):
+                raise bad
+            out = int(value)
+        elif self.kind == "float":
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise bad
+            out = float(value)
+        else:  # pragma: no cover - declaration error, not user error
+            raise TypeError(f"unknown parameter kind {self.kind!r}")
+        if self.choices is not None and out not in self.choices:
+            raise bad
+        if self.low is not None and out < self.low:
+            raise bad
+        if self.high is not None and out > self.high:
+            raise bad
+        return out
+
+
+def _fmt_num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+class Transform(ABC):
+    """Base class of every purifier, combinator and chain.
+
+    Subclasses declare ``name`` (the registry name), ``params`` (a tuple of :class:`Param`),
+    ``randomized`` and ``min_size`` (the smallest H and W they accept), and implement
+    :meth:`apply`; random ones implement :meth:`sample`; exact or approximate differentiable ones
+    override :meth:`surrogate` (the default is the identity: BPDA).  Validated parameter values
+    are stored in ``self.config`` and as attributes of the same names.
+    """
+
+    name: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    randomized: bool = False
+    min_size: int = 1
+    surrogate_kind: str = "identity"
+    """How :meth:`surrogate` relates to :meth:`apply`: "exact", "approximate" or "identity" (BPDA)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        declared = {p.name: p for p in self.params}
+        unknown = sorted(set(kwargs) - set(declared))
+        if unknown:
+            import difflib
+
+            hints = []
+            for u in unknown:
+                close = difflib.get_close_matches(u, declared, n=1)
+                hints.append(f"'{u}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            accepted = ", ".join(declared) or "none"
+            raise SpecError(f"{self.name}: unknown parameter {', '.join(hints)}; accepted: {accepted}")
+        config: dict[str, Any] = {}
+        for p in self.params:
+            if p.name in kwargs:
+                config[p.name] = p.validate(self.name, kwargs[p.name])
+            elif p.required:
+                raise SpecError(f"{self.name}: missing required parameter '{p.name}' ({p.describe_range()})")
+            else:
+                config[p.name] = p.default
+        self.config = config
+        for k, v in config.items():
+            setattr(self, k, v)
+        self._check()
+
+    def _check(self) -> None:
+        """Cross-parameter validation hook; raise SpecError when the combination is invalid."""
+
+    # ----- the contract -------------------------------------------------------------------------
+
+    def output_shape(self, shape: Shape) -> Shape:
+        """The shape of ``apply``'s output for an input batch of ``shape`` (default: unchanged)."""
+        return shape
+
+    def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
+        """Draw every random choice for a batch of ``shape`` (per-image arrays, batch axis first)."""
+        return {}
+
+    def apply(self, images: np.ndarray, params: Params) -> np.ndarray:
+        """Purify a uint8 ``(N, H, W, C)`` batch deterministically given ``params``."""
+        raise NotImplementedError
+
+    def surrogate(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        """Differentiable twin of :meth:`apply` on float ``(N, C, H, W)`` in [0, 1] (default: identity)."""
+        return x
+
+    # ----- conveniences built on the contract ---------------------------------------------------
+
+    def __call__(self, images: Any, rng: np.random.Generator | int | None = None, workers: int = 1) -> Any:
+        """Sample and apply in one step on a batch, a single image, a PIL image or a torch tensor.
+
+        The result has the same kind as the input (a torch tensor stays on its device and dtype).
+        ``rng`` may be a seed; ``None`` draws fresh randomness.  ``workers`` > 1 splits the batch
+        across a thread pool; the output does not depend on it.
+        """
+        from fencebox.transforms.adapters import from_native, to_native
+
+        batch, restore = from_native(images)
+        out = self.run(batch, rng, workers=workers)
+        return to_native(out, restore)
+
+    def run(self, images: np.ndarray, rng: np.random.Generator | int | None = None, workers: int = 1) -> np.ndarray:
+        """Validate a uint8 NHWC batch, sample params and apply them, optionally across threads."""
+        check_batch(images, self.min_size, self.name)
+        gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        shape: Shape = images.shape  # type: ignore[assignment]
+        params = self.sample(gen, shape)
+        return apply_parallel(self, images, params, workers)
+
+    def to_spec(self) -> dict[str, Any]:
+        """The dict form of this transform's spec: ``{"name": ..., <every parameter>: value}``."""
+        spec: dict[str, Any] = {"name": self.name}
+        for p in self.params:
+            v = self.config[p.name]
+            if p.kind == "transform":
+                v = v.to_spec()
+            elif p.kind == "transforms":
+                v = [t.to_spec() for t in v]
+            spec[p.name] = v
+        return spec
+
+    def __str__(self) -> str:
+        from fencebox.spec import format_transform
+
+        return format_transform(self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Transform) and self.to_spec() == other.to_spec()
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    @classmethod
+    def describe(cls) -> str:
+        """First line of the class docstring: what the transform does, for tables and docs."""
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+# ----- helpers shared by all transforms -------------------------------------------------------------
+
+
+def check_batch(images: Any, min_size: int = 1, owner: str = "transform") -> None:
+    """Raise InputError unless ``images`` is a non-empty uint8 (N, H, W, C) array with C in {1, 3}."""
+    if not isinstance(images, np.ndarray):
+        raise InputError(f"{owner}: expected a uint8 NumPy array (N, H, W, C), got {type(images).__name__}")
+    if images.dtype != np.uint8:
+        raise InputError(f"{owner}: expected dtype uint8 (N, H, W, C), got {images.dtype}")
+    if images.ndim != 4:
+        raise InputError(f"{owner}: expected a 4-d batch (N, H, W, C), got shape {images.shape}")
+    n, h, w, c = images.shape
+    if c not in (1, 3):
+        raise InputError(f"{owner}: expected 1 or 3 channels (N, H, W, C), got {c} in shape {images.shape}")
+    if n == 0:
+        raise InputError(f"{owner}: the batch is empty (shape {images.shape})")
+    if h < min_size or w < min_size:
+        raise InputError(f"{owner}: images must be at least {min_size}x{min_size} pixels, got {h}x{w}")
+
+
+def batch_size(params: Any) -> int | None:
+    """The batch size a params tree was sampled for (None when it holds no per-image arrays)."""
+    if isinstance(params, np.ndarray):
+        return int(params.shape[0]) if params.ndim else None
+    if isinstance(params, Mapping):
+        for v in params.values():
+            n = batch_size(v)
+            if n is not None:
+                return n
+    if isinstance(params, list | tuple):
+        for v in params:
+            n = batch_size(v)
+            if n is not None:
+                return n
+    return None
+
+
+def slice_params(params: Any, index: Any) -> Any:
+    """Select images ``index`` (a slice, an index array or a mask) from every per-image leaf."""
+    if isinstance(params, np.ndarray):
+        return params[index] if params.ndim else params
+    if isinstance(params, Mapping):
+        return {k: slice_params(v, index) for k, v in params.items()}
+    if isinstance(params, list):
+        return [slice_params(v, index) for v in params]
+    if isinstance(params, tuple):
+        return tuple(slice_params(v, index) for v in params)
+    return params
+
+
+def apply_parallel(t: Transform, images: np.ndarray, params: Params, workers: int = 1) -> np.ndarray:
+    """Apply ``t`` over contiguous chunks of the batch in a thread pool; same output as one call."""
+    n = images.shape[0]
+    workers = max(1, min(int(workers), n))
+    if workers == 1:
+        return t.apply(images, params)
+    bounds = np.linspace(0, n, workers + 1).astype(int)
+    chunks = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        parts = list(pool.map(lambda s: t.apply(images[s], slice_params(params, s)), chunks))
+    return np.concatenate(parts, axis=0)
+
+
+def default_workers() -> int:
+    """The number of worker threads to use when a caller asks for 'all cores'."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def per_image(value: Any, rng: np.random.Generator, n: int, integer: bool = False) -> np.ndarray:
+    """Draw a per-image value: a constant broadcast to ``n``, or uniform in ``[lo, hi]`` for a range."""
+    if isinstance(value, list | tuple):
+        lo, hi = value
+        if integer:
+            return rng.integers(int(lo), int(hi) + 1, size=n)
+        return rng.uniform(float(lo), float(hi), size=n)
+    return np.full(n, value, dtype=np.int64 if integer else np.float64)
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+    """uint8 NHWC -> float32 in [0, 1]."""
+    return images.astype(np.float32) * np.float32(1.0 / 255.0)
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """float in [0, 1] -> uint8 by rounding to nearest and clipping."""
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def as_sequence(value: Any) -> Sequence[Any]:
+    """Wrap a scalar in a list; leave sequences alone."""
+    return value if isinstance(value, list | tuple) else [value]
