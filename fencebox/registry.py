@@ -40,8 +40,10 @@ def _load_builtins() -> None:
     global _builtins_loaded
     if not _builtins_loaded:
         _builtins_loaded = True
-        importlib.import_module("fencebox.transforms")
         importlib.import_module("fencebox.chain")
+        from fencebox.transforms import import_builtin_modules
+
+        import_builtin_modules()
 
 
 def _load_plugins() -> None:
