@@ -19,6 +19,7 @@ class Restore:
     dtype: Any = None
     device: Any = None
     pil_mode: str | None = None
+    gray_2d: bool = False
 
 
 def from_native(images: Any) -> tuple[np.ndarray, Restore]:
@@ -54,7 +55,7 @@ def from_native(images: Any) -> tuple[np.ndarray, Restore]:
         if images.dtype != np.uint8:
             raise InputError(f"expected dtype uint8 images (N, H, W, C), got {images.dtype}")
         if images.ndim == 2:
-            return np.ascontiguousarray(images[None, :, :, None]), Restore("numpy", single=True)
+            return np.ascontiguousarray(images[None, :, :, None]), Restore("numpy", single=True, gray_2d=True)
         if images.ndim == 3:
             if images.shape[-1] not in (1, 3):
                 raise InputError(
@@ -84,4 +85,6 @@ def to_native(batch: np.ndarray, restore: Restore) -> Any:
             t = t.to(restore.dtype) / 255.0
         t = t.to(restore.device)
         return t[0] if restore.single else t
+    if restore.gray_2d:
+        return batch[0, :, :, 0]
     return batch[0] if restore.single else batch
