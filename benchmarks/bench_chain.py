@@ -18,16 +18,16 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+import argparse
+import time
+from collections.abc import Callable
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import cv2
+import numpy as np
+import torch
 
-import fencebox  # noqa: E402
-from fencebox.registry import all_transforms  # noqa: E402
+import fencebox
+from fencebox.registry import all_transforms
 
 cv2.setNumThreads(1)
 torch.set_num_threads(1)
@@ -68,7 +68,7 @@ def raw_kernels(images: np.ndarray, seed: int = 0) -> np.ndarray:
         params += [int(cv2.IMWRITE_JPEG_SAMPLING_FACTOR), int(cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420)]
     out = np.empty_like(images)
     for i, img in enumerate(images):
-        ok, buf = cv2.imencode(".jpg", img[..., ::-1], params)
+        _, buf = cv2.imencode(".jpg", img[..., ::-1], params)
         x = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
         x = lut[x]
         x = cv2.medianBlur(cv2.copyMakeBorder(x, 1, 1, 1, 1, cv2.BORDER_REFLECT), 3)[1:-1, 1:-1]
@@ -99,7 +99,9 @@ def art_chain(images: np.ndarray) -> np.ndarray | None:
 
 def main() -> None:
     """Run every measurement and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-n", type=int, default=64, help="images per batch")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
@@ -117,7 +119,9 @@ def main() -> None:
         us["ART JpegCompression->FeatureSqueezing->SpatialSmoothing"] = (
             best_of(lambda: art_chain(images), max(2, args.repeats // 2)) / n * 1e6
         )
-    us["fencebox-default (2 workers)"] = best_of(lambda: default(images, rng=0, workers=2), args.repeats) / n * 1e6
+    us["fencebox-default (2 workers)"] = (
+        best_of(lambda: default(images, rng=0, workers=2), args.repeats) / n * 1e6
+    )
 
     print(f"\n224x224x3 scikit-image crops, batch {n}, best of {args.repeats}; µs/image")
     for k, v in us.items():
@@ -126,13 +130,17 @@ def main() -> None:
     print(f"\n  fencebox-default / raw kernels           = {floor:6.2f}x   (target <= 1.10x)")
     if has_art:
         art = us["ART JpegCompression->FeatureSqueezing->SpatialSmoothing"]
-        print(f"  ART / fencebox (same three defences)     = {art / us['fencebox jpeg|bit_depth|median']:6.1f}x   "
-              "(target >= 30x)")
+        print(
+            f"  ART / fencebox (same three defences)     = {art / us['fencebox jpeg|bit_depth|median']:6.1f}x   "
+            "(target >= 30x)"
+        )
         print(f"  ART(3) / fencebox-default (all four)     = {art / us['fencebox-default (1 worker)']:6.1f}x")
     else:
         print("  ART not installed: `make bench` installs the bench extra")
     speedup = us["fencebox-default (1 worker)"] / us["fencebox-default (2 workers)"]
-    print(f"  throughput 2 workers / 1 worker          = {speedup:6.2f}x   (target >= 1.6x; {os.cpu_count()} cores)")
+    print(
+        f"  throughput 2 workers / 1 worker          = {speedup:6.2f}x   (target >= 1.6x; {os.cpu_count()} cores)"
+    )
 
     print("\nEvery transform with default parameters, 1 worker, µs/image at 224x224x3:")
     small = images[: min(n, 16)]

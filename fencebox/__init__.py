@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from fencebox.chain import Chain, Choice, RandomApply, RandomOrder
 from fencebox.errors import DataError, FenceboxError, InputError, ModelError, SpecError
 from fencebox.presets import list_presets, preset_info
@@ -14,7 +16,24 @@ from fencebox.registry import list_transforms
 from fencebox.spec import load_chain
 from fencebox.transforms.base import Param, Transform
 
+if TYPE_CHECKING:
+    import numpy as np
+
 __version__ = "0.1.0"
+
+
+def purify(
+    images: Any,
+    chain: str | Transform = "fencebox-default",
+    rng: np.random.Generator | int | None = None,
+    workers: int = 1,
+) -> Any:
+    """Purify images through a chain (a preset name, spec or Transform) in one call.
+
+    Returns the same kind of object as ``images`` (NumPy batch or image, PIL image, torch tensor).
+    """
+    return load_chain(chain)(images, rng=rng, workers=workers)
+
 
 __all__ = [
     "Chain",
@@ -33,4 +52,5 @@ __all__ = [
     "list_transforms",
     "load_chain",
     "preset_info",
+    "purify",
 ]

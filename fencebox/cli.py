@@ -25,7 +25,6 @@ from fencebox import cli_core  # noqa: E402  (registers transforms, presets, pur
 cli_core.register(app)
 
 
-
 def _has_module(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None

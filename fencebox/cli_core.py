@@ -77,8 +77,8 @@ def _read_image(path: Path) -> np.ndarray:
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
+        with Image.open(path) as opened:
+            img: Image.Image = ImageOps.exif_transpose(opened)
             if img.mode not in ("L", "RGB"):
                 img = img.convert("L" if img.mode in ("1", "I", "I;16", "F", "LA") else "RGB")
             arr = np.asarray(img, dtype=np.uint8)
@@ -89,10 +89,14 @@ def _read_image(path: Path) -> np.ndarray:
 
 def purify_command(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
-    chain: str = typer.Option("fencebox-default", "--chain", "-c", help="Preset name, compact spec or spec file."),
+    chain: str = typer.Option(
+        "fencebox-default", "--chain", "-c", help="Preset name, compact spec or spec file."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created); folder structure is kept."),
     seed: int | None = typer.Option(None, "--seed", help="Seed for random transforms (reproducible output)."),
-    fmt: str = typer.Option("png", "--format", help="Output format: png (lossless) or the input's own suffix."),
+    fmt: str = typer.Option(
+        "png", "--format", help="Output format: png (lossless) or the input's own suffix."
+    ),
 ) -> None:
     """Purify image files and folders through a chain, writing the results to OUT."""
     from PIL import Image

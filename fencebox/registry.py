@@ -63,7 +63,9 @@ def _load_plugins() -> None:
         if not obj.name:
             obj.name = ep.name
         if obj.name in _REGISTRY and _REGISTRY[obj.name] is not obj:
-            warnings.warn(f"fencebox: plugin {ep.name!r} would shadow built-in {obj.name!r}; ignored", stacklevel=2)
+            warnings.warn(
+                f"fencebox: plugin {ep.name!r} would shadow built-in {obj.name!r}; ignored", stacklevel=2
+            )
             continue
         _REGISTRY[obj.name] = obj
 

@@ -71,7 +71,10 @@ def test_surrogate_routing_keeps_images_in_place_and_gradients_flow() -> None:
     x = torch.rand(8, 3, 6, 6, requires_grad=True)
     y = chain.surrogate(x, params)
     expected = torch.stack(
-        [BitDepth(bits=1 if p == 0 else 8).surrogate(x[i : i + 1], {})[0] for i, p in enumerate(params["picks"][:, 0])]
+        [
+            BitDepth(bits=1 if p == 0 else 8).surrogate(x[i : i + 1], {})[0]
+            for i, p in enumerate(params["picks"][:, 0])
+        ]
     )
     torch.testing.assert_close(y, expected)
     (y * torch.arange(8.0)[:, None, None, None]).sum().backward()

@@ -39,7 +39,9 @@ def test_purify_folder_keeps_structure_and_is_seeded(tmp_path: Path) -> None:
     _write_images(tmp_path / "in")
     spec = "random_apply(p=0.5, transform=bit_depth(bits=1))"
     for out in ("o1", "o2"):
-        result = runner.invoke(app, ["purify", str(tmp_path / "in"), "-c", spec, "-o", str(tmp_path / out), "--seed", "3"])
+        result = runner.invoke(
+            app, ["purify", str(tmp_path / "in"), "-c", spec, "-o", str(tmp_path / out), "--seed", "3"]
+        )
         assert result.exit_code == 0, result.output
     files = sorted(p.relative_to(tmp_path / "o1").as_posix() for p in (tmp_path / "o1").rglob("*.png"))
     assert files == ["a.png", "sub/b.png", "sub/c.png"]
@@ -52,7 +54,9 @@ def test_purify_folder_keeps_structure_and_is_seeded(tmp_path: Path) -> None:
 
 def test_purify_reports_bad_spec_and_missing_input(tmp_path: Path) -> None:
     _write_images(tmp_path / "in")
-    result = runner.invoke(app, ["purify", str(tmp_path / "in"), "-c", "bit_dept(bits=1)", "-o", str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["purify", str(tmp_path / "in"), "-c", "bit_dept(bits=1)", "-o", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2
     assert "did you mean 'bit_depth'" in result.output
     result = runner.invoke(app, ["purify", str(tmp_path / "nope"), "-c", "none", "-o", str(tmp_path / "o")])

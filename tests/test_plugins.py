@@ -64,7 +64,18 @@ def test_installed_plugin_package_is_discovered(tmp_path: Path) -> None:
     (src / "fencebox_invert.py").write_text(textwrap.dedent(PLUGIN_MODULE))
     site = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(src)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(src),
+        ],
         check=True,
         capture_output=True,
     )

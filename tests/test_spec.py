@@ -27,10 +27,17 @@ def _pipe(items: list[str]) -> str:
 specs = st.recursive(
     leaf,
     lambda inner: st.one_of(
-        st.builds(lambda ts, k: f"choice(k={min(k, len(ts))}, transforms=[{', '.join(ts)}])",
-                  st.lists(inner, min_size=1, max_size=3), st.integers(1, 3)),
-        st.builds(lambda ts: f"random_order(transforms=[{', '.join(ts)}])", st.lists(inner, min_size=1, max_size=3)),
-        st.builds(lambda t, p: f"random_apply(p={p}, transform={t})", inner, st.sampled_from([0.0, 0.25, 1.0])),
+        st.builds(
+            lambda ts, k: f"choice(k={min(k, len(ts))}, transforms=[{', '.join(ts)}])",
+            st.lists(inner, min_size=1, max_size=3),
+            st.integers(1, 3),
+        ),
+        st.builds(
+            lambda ts: f"random_order(transforms=[{', '.join(ts)}])", st.lists(inner, min_size=1, max_size=3)
+        ),
+        st.builds(
+            lambda t, p: f"random_apply(p={p}, transform={t})", inner, st.sampled_from([0.0, 0.25, 1.0])
+        ),
         st.builds(_pipe, st.lists(inner, min_size=2, max_size=3)),
     ),
     max_leaves=6,
@@ -50,12 +57,18 @@ def test_string_dict_and_json_forms_round_trip(text: str) -> None:
 def test_single_transform_spec_is_still_a_chain() -> None:
     chain = load_chain("bit_depth(bits=3)")
     assert isinstance(chain, Chain)
-    assert chain.to_spec() == {"name": "chain", "transforms": [{"name": "bit_depth", "bits": 3, "mode": "round"}]}
+    assert chain.to_spec() == {
+        "name": "chain",
+        "transforms": [{"name": "bit_depth", "bits": 3, "mode": "round"}],
+    }
     assert str(chain) == 'bit_depth(bits=3, mode="round")'
 
 
 def test_positional_arguments_and_bare_words() -> None:
-    assert load_chain("bit_depth(4, truncate)").to_spec() == load_chain('bit_depth(bits=4, mode="truncate")').to_spec()
+    assert (
+        load_chain("bit_depth(4, truncate)").to_spec()
+        == load_chain('bit_depth(bits=4, mode="truncate")').to_spec()
+    )
 
 
 def test_nested_single_chain_keeps_its_structure() -> None:
@@ -84,9 +97,12 @@ def test_every_preset_loads_and_round_trips(name: str) -> None:
 
 
 def test_default_preset_is_the_documented_chain() -> None:
-    assert load_chain("fencebox-default").to_spec() == load_chain(
-        "jpeg(quality=75) | bit_depth(bits=5) | median(size=3) | resize_pad(min_scale=0.9, max_scale=1.0)"
-    ).to_spec()
+    assert (
+        load_chain("fencebox-default").to_spec()
+        == load_chain(
+            "jpeg(quality=75) | bit_depth(bits=5) | median(size=3) | resize_pad(min_scale=0.9, max_scale=1.0)"
+        ).to_spec()
+    )
     assert load_chain("none").to_spec() == {"name": "chain", "transforms": []}
     assert str(load_chain("none")) == "none"
 

@@ -17,7 +17,9 @@ from fencebox.transforms.base import Transform
 
 
 @st.composite
-def batches(draw: Any, min_side: int = 8, max_side: int = 40, channels: tuple[int, ...] = (1, 3)) -> np.ndarray:
+def batches(
+    draw: Any, min_side: int = 8, max_side: int = 40, channels: tuple[int, ...] = (1, 3)
+) -> np.ndarray:
     """Random uint8 NHWC batches: 1-3 images, non-square sizes, 1 or 3 channels, smooth or noisy content."""
     n = draw(st.integers(1, 3))
     h = draw(st.integers(min_side, max_side))
@@ -39,7 +41,9 @@ def batches(draw: Any, min_side: int = 8, max_side: int = 40, channels: tuple[in
 
 def small_arrays(max_side: int = 24) -> Any:
     """Plain hypothesis arrays strategy for quick edge cases."""
-    return arrays(np.uint8, st.tuples(st.integers(1, 2), st.integers(8, max_side), st.integers(8, max_side), st.just(3)))
+    return arrays(
+        np.uint8, st.tuples(st.integers(1, 2), st.integers(8, max_side), st.integers(8, max_side), st.just(3))
+    )
 
 
 def check_contract(t: Transform, images: np.ndarray, seed: int = 0, atol_levels: float = 1.0) -> np.ndarray:

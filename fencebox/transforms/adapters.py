@@ -43,14 +43,25 @@ def from_native(images: Any) -> tuple[np.ndarray, Restore]:
         single = images.ndim == 3
         t = images[None] if single else images
         if t.ndim != 4:
-            raise InputError(f"expected a torch tensor (N, C, H, W) or (C, H, W), got shape {tuple(images.shape)}")
+            raise InputError(
+                f"expected a torch tensor (N, C, H, W) or (C, H, W), got shape {tuple(images.shape)}"
+            )
         if t.dtype == torch.uint8:
             arr = t.detach().permute(0, 2, 3, 1).cpu().numpy()
         elif t.dtype.is_floating_point:
-            arr = (t.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            arr = (
+                (t.detach().float().clamp(0, 1) * 255.0)
+                .round()
+                .to(torch.uint8)
+                .permute(0, 2, 3, 1)
+                .cpu()
+                .numpy()
+            )
         else:
             raise InputError(f"expected a uint8 or float torch tensor, got {t.dtype}")
-        return np.ascontiguousarray(arr), Restore("torch", single=single, dtype=images.dtype, device=images.device)
+        return np.ascontiguousarray(arr), Restore(
+            "torch", single=single, dtype=images.dtype, device=images.device
+        )
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8:
             raise InputError(f"expected dtype uint8 images (N, H, W, C), got {images.dtype}")
@@ -64,7 +75,9 @@ def from_native(images: Any) -> tuple[np.ndarray, Restore]:
             return np.ascontiguousarray(images[None]), Restore("numpy", single=True)
         if images.ndim == 4:
             return np.ascontiguousarray(images), Restore("numpy")
-        raise InputError(f"expected a uint8 array (N, H, W, C), (H, W, C) or (H, W), got shape {images.shape}")
+        raise InputError(
+            f"expected a uint8 array (N, H, W, C), (H, W, C) or (H, W), got shape {images.shape}"
+        )
     raise InputError(
         f"expected a NumPy uint8 array, a PIL image or a torch tensor, got {type(images).__name__}"
     )

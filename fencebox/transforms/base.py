@@ -13,9 +13,9 @@ any transform knowing about it.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
-from abc import ABC
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -125,7 +125,7 @@ def _fmt_num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
-class Transform(ABC):
+class Transform:
     """Base class of every purifier, combinator and chain.
 
     Subclasses declare ``name`` (the registry name), ``params`` (a tuple of :class:`Param`),
@@ -203,11 +203,13 @@ class Transform(ABC):
         out = self.run(batch, rng, workers=workers)
         return to_native(out, restore)
 
-    def run(self, images: np.ndarray, rng: np.random.Generator | int | None = None, workers: int = 1) -> np.ndarray:
+    def run(
+        self, images: np.ndarray, rng: np.random.Generator | int | None = None, workers: int = 1
+    ) -> np.ndarray:
         """Validate a uint8 NHWC batch, sample params and apply them, optionally across threads."""
         check_batch(images, self.min_size, self.name)
         gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-        shape: Shape = images.shape  # type: ignore[assignment]
+        shape: Shape = images.shape
         params = self.sample(gen, shape)
         return apply_parallel(self, images, params, workers)
 
@@ -300,7 +302,7 @@ def apply_parallel(t: Transform, images: np.ndarray, params: Params, workers: in
     if workers == 1:
         return t.apply(images, params)
     bounds = np.linspace(0, n, workers + 1).astype(int)
-    chunks = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    chunks = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         parts = list(pool.map(lambda s: t.apply(images[s], slice_params(params, s)), chunks))
     return np.concatenate(parts, axis=0)

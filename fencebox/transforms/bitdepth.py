@@ -20,7 +20,9 @@ class BitDepth(Transform):
     name = "bit_depth"
     params = (
         Param("bits", "int", default=5, low=1, high=8, doc="bits kept per channel"),
-        Param("mode", "str", default="round", choices=("round", "truncate"), doc="round or keep the top bits"),
+        Param(
+            "mode", "str", default="round", choices=("round", "truncate"), doc="round or keep the top bits"
+        ),
     )
     surrogate_kind = "identity"
 
