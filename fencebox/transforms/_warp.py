@@ -1,0 +1,161 @@
+"""Shared machinery of the geometric transforms: one sampling grid, two samplers that agree.
+
+Every geometric transform here is a resampling: for each output pixel it names a source position
+(``map_x``, ``map_y`` in pixel units, pixel centres at integers).  The grid is computed once, in
+NumPy, from the per-image params; ``apply`` samples it with ``cv2.remap`` (bilinear) on uint8, and
+``surrogate`` samples the *same* grid with ``torch.nn.functional.grid_sample`` (bilinear,
+``align_corners=False`` with the matching normalisation), so the two agree up to rounding.
+
+The grid is snapped to 1/32 pixel, OpenCV's sub-pixel resolution (``INTER_TAB_SIZE``): on the
+fixed-point remap of OpenCV 4.x the bilinear weights are then exact, and on OpenCV 5's float remap
+the snap changes nothing, so apply and surrogate differ only where a value falls on a .5 tie
+(at most 1 grey level) on every supported OpenCV version.
+
+Borders: ``"replicate"`` (coordinates are clipped into the image; reflection is done by folding the
+coordinates in NumPy first, see :func:`fold_reflect`) or ``"constant"`` (zeros outside).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import cv2
+import numpy as np
+
+from fencebox.errors import InputError
+from fencebox.transforms.base import Params, Shape, Transform, batch_size, check_batch
+
+if TYPE_CHECKING:
+    import torch
+
+Border = Literal["replicate", "constant"]
+Grid = tuple[np.ndarray, np.ndarray]
+
+SUBPIXEL = 32
+"""Sub-pixel resolution of the grid: OpenCV's INTER_TAB_SIZE."""
+
+OUTSIDE = -4.0
+"""A source coordinate far enough outside the image that bilinear sampling with zero border gives 0."""
+
+_CV_BORDER = {"replicate": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}
+_TORCH_PADDING = {"replicate": "border", "constant": "zeros"}
+
+
+def snap(coords: np.ndarray) -> np.ndarray:
+    """Round source coordinates to OpenCV's 1/32-pixel resolution, as float32 (what remap takes).
+
+    In float32, scaling by 32, rounding and scaling back are exact, so the snapped grid is exactly
+    representable and both samplers see the same positions.
+    """
+    out = np.array(coords, dtype=np.float32, copy=True)
+    out *= SUBPIXEL
+    np.rint(out, out=out)
+    out *= 1.0 / SUBPIXEL
+    return out
+
+
+def fold_reflect(coords: np.ndarray, size: int) -> np.ndarray:
+    """Fold coordinates into ``[0, size - 1]`` as a mirror at the image edges (OpenCV BORDER_REFLECT).
+
+    Bilinear sampling at the folded coordinate equals bilinear sampling of the image extended by
+    reflection about its outer pixel edges (``fedcba|abcdef``), so both samplers then need no
+    reflection mode of their own.  Works in float32, in place on a copy.
+    """
+    c = np.array(coords, dtype=np.float32, copy=True)
+    c += 0.5
+    if c.size and (float(c.min()) < -size or float(c.max()) > 2 * size):
+        np.mod(c, 2.0 * size, out=c)  # several periods away: reduce first (rare, huge displacements)
+    # Mirror about 0 and about `size` (one fold each way suffices within [-size, 2 size]).
+    np.abs(c, out=c)
+    c -= size
+    np.abs(c, out=c)
+    np.subtract(size - 0.5, c, out=c)
+    np.clip(c, 0.0, size - 1.0, out=c)
+    return c
+
+
+def resize_axis(out_len: int, start: float, src_start: float, src_len: int, scaled_len: int) -> np.ndarray:
+    """Source coordinates along one axis for a bilinear resize of ``src_len`` pixels to ``scaled_len``.
+
+    Output pixels ``start .. start + scaled_len - 1`` (of ``out_len``) map into source pixels
+    ``src_start .. src_start + src_len - 1`` with half-pixel centres, clamped at the source edges:
+    the convention of ``cv2.resize`` and ``torch.nn.functional.interpolate(align_corners=False)``.
+    Output pixels outside the placed run get :data:`OUTSIDE`.
+    """
+    x = np.arange(out_len, dtype=np.float64) - start
+    src = (x + 0.5) * (src_len / scaled_len) - 0.5
+    src = src_start + np.clip(src, 0.0, src_len - 1.0)
+    return np.where((x >= 0) & (x < scaled_len), src, OUTSIDE)
+
+
+def separable_grid(xs: np.ndarray, ys: np.ndarray) -> Grid:
+    """Full ``(H, W)`` maps from one row of x coordinates and one column of y coordinates."""
+    xs32, ys32 = snap(xs), snap(ys)
+    map_x = np.ascontiguousarray(np.broadcast_to(xs32[None, :], (ys32.size, xs32.size)))
+    map_y = np.ascontiguousarray(np.broadcast_to(ys32[:, None], (ys32.size, xs32.size)))
+    return map_x, map_y
+
+
+class WarpTransform(Transform):
+    """Base of transforms that resample each image through a per-image grid (see the module doc).
+
+    Subclasses implement :meth:`grid` (the source coordinates of image ``i`` of the batch) and may
+    override :meth:`fill_mode` and :meth:`output_shape`.  ``apply`` and ``surrogate`` are shared.
+    """
+
+    surrogate_kind = "exact"
+
+    def grid(self, params: Params, i: int, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> Grid:
+        """Source coordinates ``(map_x, map_y)``, each float32 ``out_hw``, of image ``i``."""
+        raise NotImplementedError
+
+    def fill_mode(self) -> Border:
+        """How samples outside the source image are filled: edge replication or zeros."""
+        return "replicate"
+
+    def _shapes(self, shape: Shape, params: Params) -> tuple[tuple[int, int], tuple[int, int]]:
+        n = batch_size(params)
+        if n is not None and n != shape[0]:
+            raise InputError(f"{self.name}: params were sampled for {n} images, but the batch has {shape[0]}")
+        out = self.output_shape(shape)
+        return (shape[1], shape[2]), (out[1], out[2])
+
+    def apply(self, images: np.ndarray, params: Params) -> np.ndarray:
+        """Resample every image with ``cv2.remap`` (bilinear) on the grid its params define."""
+        check_batch(images, self.min_size, self.name)
+        in_hw, out_hw = self._shapes(images.shape, params)
+        n, c = images.shape[0], images.shape[3]
+        out = np.empty((n, *out_hw, c), dtype=np.uint8)
+        mode = _CV_BORDER[self.fill_mode()]
+        for i in range(n):
+            map_x, map_y = self.grid(params, i, in_hw, out_hw)
+            res = cv2.remap(
+                np.ascontiguousarray(images[i]),
+                map_x,
+                map_y,
+                cv2.INTER_LINEAR,
+                borderMode=mode,
+                borderValue=0,
+            )
+            out[i] = res.reshape(*out_hw, c)
+        return out
+
+    def surrogate(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        """Sample the same grids with ``grid_sample`` (bilinear): exact up to rounding, differentiable in x."""
+        import torch
+        import torch.nn.functional as F
+
+        if x.ndim != 4:
+            raise InputError(f"{self.name}: surrogate expects (N, C, H, W), got shape {tuple(x.shape)}")
+        n, c, h, w = (int(s) for s in x.shape)
+        in_hw, out_hw = self._shapes((n, h, w, c), params)
+        grids = np.empty((n, *out_hw, 2), dtype=np.float64)
+        for i in range(n):
+            map_x, map_y = self.grid(params, i, in_hw, out_hw)
+            # Normalised coordinates for align_corners=False: pixel centre j is (2j + 1) / size - 1.
+            grids[i, ..., 0] = (2.0 * map_x.astype(np.float64) + 1.0) / w - 1.0
+            grids[i, ..., 1] = (2.0 * map_y.astype(np.float64) + 1.0) / h - 1.0
+        grid = torch.from_numpy(grids).to(device=x.device, dtype=x.dtype)
+        return F.grid_sample(
+            x, grid, mode="bilinear", padding_mode=_TORCH_PADDING[self.fill_mode()], align_corners=False
+        )

@@ -1,0 +1,96 @@
+"""Randomized resize-and-pad (Xie et al. 2018, "Mitigating Adversarial Effects Through Randomization";
+FenceBox's RAND).
+
+Per image: draw a scale ``s`` in ``[min_scale, max_scale]``, resize the image bilinearly to
+``round(s * H) x round(s * W)`` (the same factor on both axes), and place it at a random offset on a
+black canvas of ``out_size``.  The resize and the placement are one sampling grid (see ``_warp``),
+so the surrogate is exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fencebox.errors import InputError, SpecError
+from fencebox.registry import register
+from fencebox.transforms._warp import Border, Grid, WarpTransform, resize_axis, separable_grid
+from fencebox.transforms.base import Param, Params, Shape, per_image
+
+
+def scaled_size(scale: float, size: int) -> int:
+    """The resized side for ``scale`` (rounded, at least 1 pixel)."""
+    return max(1, round(scale * size))
+
+
+@register
+class ResizePad(WarpTransform):
+    """Resize by a random factor, then zero-pad at a random offset to a fixed size (Xie et al. 2018)."""
+
+    name = "resize_pad"
+    randomized = True
+    min_size = 2
+    params = (
+        Param("min_scale", "float", default=0.9, low=0.05, high=8.0, doc="smallest resize factor"),
+        Param("max_scale", "float", default=1.0, low=0.05, high=8.0, doc="largest resize factor"),
+        Param(
+            "out_size",
+            "int",
+            default=None,
+            low=1,
+            high=16384,
+            nullable=True,
+            doc="side of the square output; null keeps the input's height and width",
+        ),
+    )
+
+    def _check(self) -> None:
+        lo, hi, out = self.config["min_scale"], self.config["max_scale"], self.config["out_size"]
+        if lo > hi:
+            raise SpecError(f"resize_pad: parameter 'min_scale' ({lo}) must not exceed 'max_scale' ({hi})")
+        if out is None and hi > 1.0:
+            raise SpecError(
+                f"resize_pad: parameter 'max_scale' must be <= 1 when out_size is null (the resized image "
+                f"must fit in the input's size), got {hi}; set out_size to pad to a larger canvas"
+            )
+
+    def fill_mode(self) -> Border:
+        """Zeros: the canvas around the resized image is black."""
+        return "constant"
+
+    def output_shape(self, shape: Shape) -> Shape:
+        """``out_size`` x ``out_size`` when set, else the input's height and width."""
+        out = self.config["out_size"]
+        if out is None:
+            return shape
+        return (shape[0], int(out), int(out), shape[3])
+
+    def _check_fits(self, shape: Shape) -> None:
+        _, h, w, _ = shape
+        _, oh, ow, _ = self.output_shape(shape)
+        hi = self.config["max_scale"]
+        sh, sw = scaled_size(hi, h), scaled_size(hi, w)
+        if sh > oh or sw > ow:
+            raise InputError(
+                f"resize_pad: a {h}x{w} image resized by max_scale={hi} is {sh}x{sw}, which does not fit "
+                f"in the {oh}x{ow} output; use a larger out_size or a smaller max_scale"
+            )
+
+    def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
+        """Per image: the scale, and the offset as fractions of the free room (shape-independent)."""
+        self._check_fits(shape)
+        n = shape[0]
+        lo, hi = self.config["min_scale"], self.config["max_scale"]
+        scale = per_image([lo, hi], rng, n) if lo < hi else per_image(lo, rng, n)
+        return {"scale": scale, "offset": rng.random((n, 2))}
+
+    def grid(self, params: Params, i: int, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> Grid:
+        """Half-pixel resize of the whole image into its box on the canvas; outside the box, zeros."""
+        (h, w), (oh, ow) = in_hw, out_hw
+        s = float(params["scale"][i])
+        sh, sw = scaled_size(s, h), scaled_size(s, w)
+        if sh > oh or sw > ow:
+            raise InputError(f"resize_pad: a {h}x{w} image resized by {s:.4g} does not fit in {oh}x{ow}")
+        fy, fx = (float(v) for v in params["offset"][i])
+        top = min(int(fy * (oh - sh + 1)), oh - sh)
+        left = min(int(fx * (ow - sw + 1)), ow - sw)
+        return separable_grid(resize_axis(ow, left, 0.0, w, sw), resize_axis(oh, top, 0.0, h, sh))
