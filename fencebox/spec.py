@@ -75,6 +75,9 @@ class _Parser:
     def peek(self) -> tuple[str, str, int]:
         return self.tokens[self.i]
 
+    def peek_next(self) -> tuple[str, str, int]:
+        return self.tokens[min(self.i + 1, len(self.tokens) - 1)]
+
     def take(self) -> tuple[str, str, int]:
         tok = self.tokens[self.i]
         self.i += 1
@@ -122,7 +125,7 @@ class _Parser:
 
     def argument(self, call: _Call) -> None:
         kind, val, pos = self.peek()
-        nxt = self.tokens[self.i + 1]
+        nxt = self.peek_next()
         if kind == "name" and nxt[1] == "=" and nxt[0] == "punct":
             self.take()
             self.take()
@@ -156,7 +159,7 @@ class _Parser:
             return items
         if kind == "name":
             lowered = val.lower()
-            nxt = self.tokens[self.i + 1]
+            nxt = self.peek_next()
             if lowered in ("true", "false", "null", "none") and nxt[1] not in ("(", "|"):
                 self.take()
                 return {"true": True, "false": False}.get(lowered)

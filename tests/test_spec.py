@@ -155,3 +155,18 @@ def test_bad_dict_specs(spec: object, fragment: str) -> None:
 
 def test_spec_error_is_a_value_error() -> None:
     assert issubclass(SpecError, ValueError)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from(list("bit_depth(bits=3)|[],'\"choice k random_apply p 0.5 -e+ none =")),
+        max_size=60,
+    )
+)
+def test_any_text_either_loads_or_raises_spec_error(text: str) -> None:
+    try:
+        chain = load_chain(text)
+    except SpecError:
+        return
+    assert load_chain(str(chain)).to_spec() == chain.to_spec()
