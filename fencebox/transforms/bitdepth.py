@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from fencebox.registry import register
@@ -40,7 +41,10 @@ class BitDepth(Transform):
         return np.clip(np.round(squeezed * 255.0), 0, 255).astype(np.uint8)
 
     def apply(self, images: np.ndarray, params: Params) -> np.ndarray:
-        return self._lut[images]
+        n, h, w, c = images.shape
+        flat = np.ascontiguousarray(images).reshape(n * h, w * c)
+        # cv2.LUT is ~8x faster than NumPy fancy indexing and releases the GIL.
+        return cv2.LUT(flat, self._lut).reshape(images.shape)
 
     def surrogate(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         # Quantisation has zero gradient almost everywhere: BPDA passes the gradient straight through,
