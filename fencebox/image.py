@@ -1,0 +1,230 @@
+"""Safe image decoding and encoding with limits, and colour-mode normalisation for the serving path.
+
+Untrusted bytes go through :func:`decode`: the body size is checked, the header is parsed (only the
+allowed formats' parsers run), the claimed pixel count is refused *before* any pixel is decoded
+(decompression bombs), and the decoded image is normalised to a uint8 ``(H, W, C)`` array with
+C = 1 or 3: EXIF rotation applied, grayscale / RGBA / palette / CMYK / 16-bit / bilevel converted,
+transparency composited onto a background, the first frame of an animation taken (or refused).
+
+Errors are :class:`~fencebox.errors.InputError` subclasses, so the service can map them to HTTP
+statuses: :class:`ImageTooLarge` (413), :class:`UnsupportedImage` (415), plain InputError (400).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from fencebox.errors import InputError
+
+SUPPORTED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+"""Formats :func:`decode` accepts (PIL format names)."""
+
+ENCODE_FORMATS: dict[str, tuple[str, str]] = {
+    "png": (".png", "image/png"),
+    "jpeg": (".jpg", "image/jpeg"),
+    "jpg": (".jpg", "image/jpeg"),
+    "webp": (".webp", "image/webp"),
+    "bmp": (".bmp", "image/bmp"),
+    "tiff": (".tiff", "image/tiff"),
+}
+"""Output formats of :func:`encode`: name -> (OpenCV extension, media type)."""
+
+
+class ImageTooLarge(InputError):
+    """The body or the image's claimed pixel count exceeds the configured limit (HTTP 413)."""
+
+
+class UnsupportedImage(InputError):
+    """The bytes are a recognised image format or mode that is not accepted (HTTP 415)."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Bounds on untrusted images: encoded size, decoded pixels, side length and animation policy."""
+
+    max_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 4096 * 4096
+    max_side: int = 16384
+    animated: str = "first"  # "first": use the first frame; "refuse": answer UnsupportedImage
+    formats: tuple[str, ...] = SUPPORTED_FORMATS
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the header says, read without decoding pixels."""
+
+    format: str
+    width: int
+    height: int
+    mode: str
+    frames: int
+
+
+def _open(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Parse the header with only the allowed formats' parsers; classify failures as 400/413/415."""
+    if not data:
+        raise InputError("the image is empty (0 bytes); send an encoded PNG, JPEG, WebP, BMP, TIFF or GIF")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(f"the image is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(io.BytesIO(data), formats=list(limits.formats))
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLarge(f"refused a decompression bomb before decoding: {exc}") from None
+        except UnidentifiedImageError:
+            pass
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise InputError(f"the image header is truncated or corrupt: {exc}") from None
+        # Not one of ours: tell a recognised-but-unsupported format (415) from garbage (400).
+        try:
+            other = Image.open(io.BytesIO(data))
+            fmt = other.format or "unknown"
+        except Exception:
+            fmt = None
+    allowed = ", ".join(limits.formats)
+    if fmt is not None:
+        raise UnsupportedImage(f"image format {fmt} is not supported; send one of {allowed}")
+    raise InputError(f"the bytes are not a recognisable image; send one of {allowed}")
+
+
+def probe(data: bytes, limits: ImageLimits | None = None) -> ImageInfo:
+    """Read format, size, mode and frame count from the header only, enforcing the limits.
+
+    This is the decompression-bomb guard: a tiny file claiming 30000x30000 pixels is refused
+    here, before a single pixel is decoded.
+    """
+    limits = limits or ImageLimits()
+    img = _open(data, limits)
+    return _check_header(img, limits)
+
+
+def _check_header(img: Image.Image, limits: ImageLimits) -> ImageInfo:
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise InputError(f"the image claims an empty size {w}x{h}")
+    if w > limits.max_side or h > limits.max_side or w * h > limits.max_pixels:
+        raise ImageTooLarge(
+            f"the image claims {w}x{h} = {w * h} pixels; the limit is {limits.max_pixels} pixels "
+            f"and {limits.max_side} per side (refused before decoding)"
+        )
+    frames = int(getattr(img, "n_frames", 1) or 1)
+    if frames > 1 and limits.animated == "refuse":
+        raise UnsupportedImage(f"animated images ({frames} frames) are not accepted; send a single frame")
+    return ImageInfo(format=img.format or "", width=w, height=h, mode=img.mode, frames=frames)
+
+
+def _to_array(img: Image.Image, channels: int | None, background: tuple[int, int, int]) -> np.ndarray:
+    """Convert any PIL mode to uint8 (H, W, C), C = ``channels`` or (1 for gray sources, else 3)."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img)
+        if arr.size and (int(arr.max()) > 65535 or int(arr.min()) < 0):
+            raise UnsupportedImage("32-bit integer images with values outside 0..65535 are not supported")
+        gray = np.rint(arr.astype(np.float32) * np.float32(255.0 / 65535.0)).astype(np.uint8)
+        out = gray[:, :, None]
+    elif mode == "F":
+        raise UnsupportedImage("32-bit floating-point images are not supported; send 8- or 16-bit images")
+    else:
+        if mode == "P":
+            img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        elif mode in ("1", "L"):
+            img = img.convert("L")
+        elif mode == "PA" or mode == "LA" or mode == "La":
+            img = img.convert("RGBA")
+        elif mode not in ("RGB", "RGBA", "RGBa"):
+            img = img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, ...
+        if img.mode in ("RGBA", "RGBa"):
+            rgba = np.asarray(img.convert("RGBA"), dtype=np.uint8)
+            alpha = rgba[:, :, 3:4].astype(np.float32) * np.float32(1.0 / 255.0)
+            bg = np.asarray(background, dtype=np.float32)
+            comp = rgba[:, :, :3].astype(np.float32) * alpha + bg * (1.0 - alpha)
+            out = np.clip(np.rint(comp), 0, 255).astype(np.uint8)
+        else:
+            out = np.asarray(img, dtype=np.uint8)
+            if out.ndim == 2:
+                out = out[:, :, None]
+    return _set_channels(out, channels)
+
+
+def _set_channels(arr: np.ndarray, channels: int | None) -> np.ndarray:
+    c = arr.shape[2]
+    if channels is None or channels == c:
+        return np.ascontiguousarray(arr)
+    if channels == 1:
+        return cv2.cvtColor(arr, cv2.COLOR_RGB2GRAY)[:, :, None]
+    if channels == 3:
+        return np.ascontiguousarray(np.repeat(arr, 3, axis=2))
+    raise InputError(f"channels must be 1 or 3, got {channels}")
+
+
+def decode(
+    data: bytes,
+    limits: ImageLimits | None = None,
+    channels: int | None = None,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> np.ndarray:
+    """Decode untrusted bytes to a uint8 ``(H, W, C)`` array, safely and normalised.
+
+    ``channels`` forces 1 (gray) or 3 (RGB); None keeps gray sources gray and makes the rest RGB.
+    Transparent pixels are composited onto ``background``.  Raises ImageTooLarge, UnsupportedImage
+    or InputError (truncated/corrupt) with a message saying what was expected.
+    """
+    limits = limits or ImageLimits()
+    img = _open(data, limits)
+    info = _check_header(img, limits)
+    try:
+        if info.frames > 1:
+            img.seek(0)
+        img.load()
+        img = ImageOps.exif_transpose(img) or img
+        arr = _to_array(img, channels, background)
+    except InputError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, MemoryError) as exc:
+        raise InputError(f"the {info.format} image is truncated or corrupt: {exc}") from None
+    finally:
+        img.close()
+    return arr
+
+
+def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a uint8 ``(H, W, C)`` image to ``(height, width, C)`` (area when shrinking, else linear)."""
+    h, w, c = image.shape
+    if (h, w) == (height, width):
+        return image
+    interp = cv2.INTER_AREA if height <= h and width <= w else cv2.INTER_LINEAR
+    out = cv2.resize(image, (width, height), interpolation=interp)
+    return out.reshape(height, width, c)
+
+
+def encode(image: np.ndarray, fmt: str = "png", quality: int = 95) -> tuple[bytes, str]:
+    """Encode a uint8 ``(H, W, C)`` image (C = 1 or 3, RGB order) -> (bytes, media type).
+
+    Uses OpenCV, which releases the GIL, so encoding parallelises in the service's thread pool.
+    """
+    key = fmt.lower()
+    if key not in ENCODE_FORMATS:
+        names = ", ".join(ENCODE_FORMATS)
+        raise UnsupportedImage(f"output format {fmt!r} is not supported; use one of {names}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
+        raise InputError(f"encode expects uint8 (H, W, C) with C in (1, 3), got {image.dtype} {image.shape}")
+    ext, media = ENCODE_FORMATS[key]
+    bgr = image if image.shape[2] == 1 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    params: list[int] = []
+    if ext == ".jpg":
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    elif ext == ".webp":
+        params = [cv2.IMWRITE_WEBP_QUALITY, int(quality)]
+    elif ext == ".png":
+        params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    ok, buf = cv2.imencode(ext, bgr, params)
+    if not ok:  # pragma: no cover - OpenCV failure on a valid array
+        raise InputError(f"could not encode the image as {fmt}")
+    return buf.tobytes(), media

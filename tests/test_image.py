@@ -1,0 +1,228 @@
+"""Safe decoding: limits, bombs, corrupt input, and colour-mode normalisation to uint8 (H, W, C)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from fencebox import image
+from fencebox.errors import InputError
+from fencebox.image import ImageLimits, ImageTooLarge, UnsupportedImage, decode, encode, probe, resize_to
+
+
+def _save(img: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+RGB = (np.arange(12 * 16 * 3) * 7 % 256).astype(np.uint8).reshape(12, 16, 3)
+
+
+def test_rgb_png_is_exact() -> None:
+    out = decode(_save(Image.fromarray(RGB), "PNG"))
+    assert out.dtype == np.uint8 and out.shape == (12, 16, 3) and out.flags.c_contiguous
+    assert np.array_equal(out, RGB)
+
+
+def test_grayscale_stays_gray_or_is_expanded() -> None:
+    gray = RGB[:, :, 0]
+    data = _save(Image.fromarray(gray), "PNG")
+    assert decode(data).shape == (12, 16, 1)
+    rgb = decode(data, channels=3)
+    assert rgb.shape == (12, 16, 3) and all(np.array_equal(rgb[:, :, i], gray) for i in range(3))
+
+
+def test_rgb_to_gray_uses_luma() -> None:
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[..., 0] = 255
+    out = decode(_save(Image.fromarray(red), "PNG"), channels=1)
+    assert out.shape == (4, 4, 1) and int(out[0, 0, 0]) == 76  # 0.299 * 255
+
+
+def test_rgba_composited_on_background() -> None:
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = (255, 0, 0, 255)  # opaque red
+    rgba[0, 1] = (255, 0, 0, 0)  # fully transparent
+    rgba[1, 0] = (0, 0, 0, 128)  # half-transparent black
+    data = _save(Image.fromarray(rgba, "RGBA"), "PNG")
+    white = decode(data)
+    assert white.shape == (2, 2, 3)
+    assert tuple(white[0, 0]) == (255, 0, 0) and tuple(white[0, 1]) == (255, 255, 255)
+    assert abs(int(white[1, 0, 0]) - 127) <= 1
+    black = decode(data, background=(0, 0, 0))
+    assert tuple(black[0, 1]) == (0, 0, 0)
+
+
+def test_gray_alpha_and_palette_with_transparency() -> None:
+    la = Image.fromarray(np.stack([np.full((3, 3), 200, np.uint8), np.zeros((3, 3), np.uint8)], -1), "LA")
+    assert np.all(decode(_save(la, "PNG"), background=(10, 10, 10)) == 10)
+    p = Image.new("P", (4, 4), 1)
+    p.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)
+    p.info["transparency"] = 0
+    p.putpixel((0, 0), 0)
+    out = decode(_save(p, "PNG", transparency=0), background=(9, 9, 9))
+    assert tuple(out[0, 0]) == (9, 9, 9) and tuple(out[1, 1]) == (0, 255, 0)
+
+
+def test_palette_without_transparency_and_bilevel() -> None:
+    pal = Image.fromarray(RGB).quantize(colors=16)
+    assert decode(_save(pal, "GIF")).shape == (12, 16, 3)
+    bw = Image.fromarray((RGB[:, :, 0] > 128).astype(np.uint8) * 255).convert("1")
+    out = decode(_save(bw, "PNG"))
+    assert out.shape == (12, 16, 1) and set(np.unique(out)) <= {0, 255}
+
+
+def test_cmyk_jpeg_becomes_rgb() -> None:
+    cmyk = Image.new("CMYK", (8, 8), (0, 255, 255, 0))  # pure red in CMYK
+    out = decode(_save(cmyk, "JPEG", quality=95))
+    assert out.shape == (8, 8, 3)
+    assert out[..., 0].mean() > 200 and out[..., 1].mean() < 60 and out[..., 2].mean() < 60
+
+
+def test_16_bit_scaled_not_clipped() -> None:
+    ramp = np.linspace(0, 65535, 64, dtype=np.uint16).reshape(8, 8)
+    out = decode(_save(Image.fromarray(ramp), "PNG"))
+    assert out.shape == (8, 8, 1)
+    assert int(out.min()) == 0 and int(out.max()) == 255
+    assert np.array_equal(out[..., 0], np.rint(ramp / 257.0).astype(np.uint8))
+
+
+def test_exif_orientation_applied() -> None:
+    img = Image.fromarray(RGB)  # 16 wide, 12 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    out = decode(_save(img, "JPEG", exif=exif, quality=95))
+    assert out.shape == (16, 12, 3)
+
+
+def test_animated_first_frame_or_refused() -> None:
+    frames = [Image.new("L", (6, 6), v) for v in (10, 200, 90)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    data = buf.getvalue()
+    assert probe(data).frames == 3
+    out = decode(data)
+    assert abs(int(out.mean()) - 10) <= 2
+    with pytest.raises(UnsupportedImage, match="animated"):
+        decode(data, ImageLimits(animated="refuse"))
+
+
+def test_float_tiff_refused_clearly() -> None:
+    f = Image.fromarray(np.ones((4, 4), np.float32))
+    with pytest.raises(UnsupportedImage, match="floating-point"):
+        decode(_save(f, "TIFF"))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "TIFF"])
+def test_supported_formats(fmt: str) -> None:
+    out = decode(_save(Image.fromarray(RGB), fmt))
+    assert out.shape == (12, 16, 3)
+
+
+def test_bomb_refused_before_decoding() -> None:
+    data = _bomb_png(30000, 30000)
+    assert len(data) < 200
+    t = time.perf_counter()
+    with pytest.raises(ImageTooLarge, match=r"30000x30000|decompression bomb"):
+        decode(data)
+    with pytest.raises(ImageTooLarge, match="before decoding"):
+        decode(_bomb_png(5000, 5000))  # under PIL's own guard, over ours
+    assert time.perf_counter() - t < 0.5
+    with pytest.raises(ImageTooLarge, match="per side"):
+        decode(_bomb_png(20000, 1), ImageLimits(max_side=10000))
+
+
+def test_limits_on_bytes() -> None:
+    data = _save(Image.fromarray(RGB), "PNG")
+    with pytest.raises(ImageTooLarge, match="bytes"):
+        decode(data, ImageLimits(max_bytes=len(data) - 1))
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "words"),
+    [
+        (b"", InputError, "empty"),
+        (b"hello, world" * 10, InputError, "not a recognisable image"),
+        (_save(Image.fromarray(RGB), "PNG")[:80], InputError, "truncated or corrupt"),
+        (_save(Image.fromarray(RGB), "JPEG")[:200], InputError, "truncated or corrupt"),
+        (_save(Image.new("RGB", (8, 8)), "ICO"), UnsupportedImage, "ICO is not supported"),
+        (_save(Image.new("RGB", (8, 8)), "PPM"), UnsupportedImage, "is not supported"),
+    ],
+)
+def test_bad_bytes(data: bytes, error: type[Exception], words: str) -> None:
+    with pytest.raises(error, match=words):
+        decode(data)
+
+
+def test_unsupported_is_not_a_plain_bad_request() -> None:
+    assert issubclass(UnsupportedImage, InputError) and issubclass(ImageTooLarge, InputError)
+    with pytest.raises(InputError) as err:
+        decode(b"garbage bytes here")
+    assert not isinstance(err.value, UnsupportedImage | ImageTooLarge)
+
+
+@pytest.mark.parametrize("fmt", ["png", "bmp", "tiff", "webp", "jpeg"])
+def test_encode_round_trip(fmt: str) -> None:
+    data, media = encode(RGB, fmt)
+    assert media.startswith("image/")
+    back = decode(data)
+    if fmt in ("png", "bmp", "tiff"):
+        assert np.array_equal(back, RGB)
+    else:
+        assert back.shape == RGB.shape
+    gray, _ = encode(RGB[:, :, :1].copy(), fmt)
+    assert decode(gray).shape[:2] == (12, 16)
+
+
+def test_encode_refuses_bad_input() -> None:
+    with pytest.raises(UnsupportedImage):
+        encode(RGB, "gif")
+    with pytest.raises(InputError):
+        encode(RGB.astype(np.float32), "png")
+
+
+def test_resize_to() -> None:
+    assert resize_to(RGB, 12, 16) is RGB
+    small = resize_to(RGB, 6, 8)
+    assert small.shape == (6, 8, 3)
+    assert resize_to(RGB[:, :, :1].copy(), 24, 32).shape == (24, 32, 1)
+
+
+@given(
+    st.integers(1, 24),
+    st.integers(1, 24),
+    st.sampled_from([1, 3]),
+    st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=20, deadline=None)
+def test_png_round_trip_is_lossless(h: int, w: int, c: int, seed: int) -> None:
+    arr = np.random.default_rng(seed).integers(0, 256, (h, w, c), dtype=np.uint8)
+    data, _ = image.encode(arr, "png")
+    assert np.array_equal(decode(data), arr)
