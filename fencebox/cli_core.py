@@ -74,17 +74,18 @@ def _collect(inputs: list[Path]) -> list[tuple[Path, Path]]:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image, ImageOps
+    """Decode a local file with the service's safe decoder (same modes, rotation and limits)."""
+    from fencebox.image import ImageLimits, decode
 
     try:
-        with Image.open(path) as opened:
-            img: Image.Image = ImageOps.exif_transpose(opened)
-            if img.mode not in ("L", "RGB"):
-                img = img.convert("L" if img.mode in ("1", "I", "I;16", "F", "LA") else "RGB")
-            arr = np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise FenceboxError(f"{path}: cannot read image ({exc})") from None
-    return arr[..., None] if arr.ndim == 2 else arr
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FenceboxError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        arr = decode(data, ImageLimits(max_bytes=max(len(data), 1), max_pixels=20000 * 20000, max_side=65500))
+    except FenceboxError as exc:
+        raise FenceboxError(f"{path}: {exc}") from None
+    return arr if arr.ndim == 3 else arr[..., None]
 
 
 def purify_command(
