@@ -8,8 +8,10 @@ import torch
 
 def nhwc_uint8_to_nchw_float(images: np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
     """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [0, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(images)).to(device) if device else torch.from_numpy(
-        np.ascontiguousarray(images)
+    t = (
+        torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        if device
+        else torch.from_numpy(np.ascontiguousarray(images))
     )
     return t.permute(0, 3, 1, 2).float().div_(255.0)
 
