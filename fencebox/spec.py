@@ -37,6 +37,11 @@ _TOKEN = re.compile(
 )
 
 
+MAX_NESTING = 100
+"""Deepest bracket/parenthesis nesting the compact form accepts: specs may come from HTTP clients
+(chain overrides), and the recursive parser must answer SpecError, never RecursionError."""
+
+
 @dataclass
 class _Call:
     name: str
@@ -60,7 +65,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.tokens: list[tuple[str, str, int]] = []
-        i = 0
+        i = depth = 0
         while i < len(text):
             m = _TOKEN.match(text, i)
             if not m:
@@ -68,6 +73,12 @@ class _Parser:
             kind = m.lastgroup or ""
             if kind != "ws":
                 self.tokens.append((kind, m.group(), i))
+            if kind == "punct" and m.group() in "([":
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise _syntax_error(text, i, f"nested more than {MAX_NESTING} brackets deep")
+            elif kind == "punct" and m.group() in ")]":
+                depth -= 1
             i = m.end()
         self.tokens.append(("end", "", len(text)))
         self.i = 0
@@ -141,10 +152,18 @@ class _Parser:
         kind, val, pos = self.peek()
         if kind == "number":
             self.take()
-            return float(val) if any(ch in val for ch in ".eE") else int(val)
+            try:
+                return float(val) if any(ch in val for ch in ".eE") else int(val)
+            except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+                raise _syntax_error(self.text, pos, f"number too long ({len(val)} digits)") from None
         if kind == "string":
             self.take()
-            return json.loads(val) if val.startswith('"') else val[1:-1].replace("\\'", "'")
+            if not val.startswith('"'):
+                return val[1:-1].replace("\\'", "'")
+            try:
+                return json.loads(val)
+            except json.JSONDecodeError as exc:
+                raise _syntax_error(self.text, pos, f"bad string {val}: {exc.msg}") from None
         if kind == "punct" and val == "[":
             self.take()
             items: list[Any] = []
@@ -324,6 +343,8 @@ def _read_file(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"cannot read chain spec file {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"chain spec file {str(path)!r} is not UTF-8 text (YAML or JSON expected)") from None
     if path.suffix.lower() == ".json":
         try:
             return json.loads(text)

@@ -1,9 +1,12 @@
-"""Test-wide settings: a deterministic hypothesis profile on CI, and one torch thread per test process."""
+"""Test-wide settings: a deterministic hypothesis profile on CI, and one torch thread per test process;
+the ``one_torch_thread`` fixture for modules that want a single intra-op thread per test."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -18,3 +21,12 @@ settings.register_profile("dev", deadline=None, suppress_health_check=[HealthChe
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: faster for small models on a shared machine, and restored afterwards."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import struct
 import time
-import zlib
 
 import numpy as np
 import pytest
@@ -16,44 +14,20 @@ from PIL import Image
 from fencebox import image
 from fencebox.errors import InputError
 from fencebox.image import ImageLimits, ImageTooLarge, UnsupportedImage, decode, encode, probe, resize_to
-
-
-def _save(img: Image.Image, fmt: str, **kw: object) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def _bomb_png(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
-
+from tests.images import encode_pil, png_claiming
 
 RGB = (np.arange(12 * 16 * 3) * 7 % 256).astype(np.uint8).reshape(12, 16, 3)
 
 
 def test_rgb_png_is_exact() -> None:
-    out = decode(_save(Image.fromarray(RGB), "PNG"))
+    out = decode(encode_pil(Image.fromarray(RGB), "PNG"))
     assert out.dtype == np.uint8 and out.shape == (12, 16, 3) and out.flags.c_contiguous
     assert np.array_equal(out, RGB)
 
 
 def test_grayscale_stays_gray_or_is_expanded() -> None:
     gray = RGB[:, :, 0]
-    data = _save(Image.fromarray(gray), "PNG")
+    data = encode_pil(Image.fromarray(gray), "PNG")
     assert decode(data).shape == (12, 16, 1)
     rgb = decode(data, channels=3)
     assert rgb.shape == (12, 16, 3) and all(np.array_equal(rgb[:, :, i], gray) for i in range(3))
@@ -62,7 +36,7 @@ def test_grayscale_stays_gray_or_is_expanded() -> None:
 def test_rgb_to_gray_uses_luma() -> None:
     red = np.zeros((4, 4, 3), np.uint8)
     red[..., 0] = 255
-    out = decode(_save(Image.fromarray(red), "PNG"), channels=1)
+    out = decode(encode_pil(Image.fromarray(red), "PNG"), channels=1)
     assert out.shape == (4, 4, 1) and int(out[0, 0, 0]) == 76  # 0.299 * 255
 
 
@@ -71,7 +45,7 @@ def test_rgba_composited_on_background() -> None:
     rgba[0, 0] = (255, 0, 0, 255)  # opaque red
     rgba[0, 1] = (255, 0, 0, 0)  # fully transparent
     rgba[1, 0] = (0, 0, 0, 128)  # half-transparent black
-    data = _save(Image.fromarray(rgba, "RGBA"), "PNG")
+    data = encode_pil(Image.fromarray(rgba, "RGBA"), "PNG")
     white = decode(data)
     assert white.shape == (2, 2, 3)
     assert tuple(white[0, 0]) == (255, 0, 0) and tuple(white[0, 1]) == (255, 255, 255)
@@ -82,33 +56,33 @@ def test_rgba_composited_on_background() -> None:
 
 def test_gray_alpha_and_palette_with_transparency() -> None:
     la = Image.fromarray(np.stack([np.full((3, 3), 200, np.uint8), np.zeros((3, 3), np.uint8)], -1), "LA")
-    assert np.all(decode(_save(la, "PNG"), background=(10, 10, 10)) == 10)
+    assert np.all(decode(encode_pil(la, "PNG"), background=(10, 10, 10)) == 10)
     p = Image.new("P", (4, 4), 1)
     p.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)
     p.info["transparency"] = 0
     p.putpixel((0, 0), 0)
-    out = decode(_save(p, "PNG", transparency=0), background=(9, 9, 9))
+    out = decode(encode_pil(p, "PNG", transparency=0), background=(9, 9, 9))
     assert tuple(out[0, 0]) == (9, 9, 9) and tuple(out[1, 1]) == (0, 255, 0)
 
 
 def test_palette_without_transparency_and_bilevel() -> None:
     pal = Image.fromarray(RGB).quantize(colors=16)
-    assert decode(_save(pal, "GIF")).shape == (12, 16, 3)
+    assert decode(encode_pil(pal, "GIF")).shape == (12, 16, 3)
     bw = Image.fromarray((RGB[:, :, 0] > 128).astype(np.uint8) * 255).convert("1")
-    out = decode(_save(bw, "PNG"))
+    out = decode(encode_pil(bw, "PNG"))
     assert out.shape == (12, 16, 1) and set(np.unique(out)) <= {0, 255}
 
 
 def test_cmyk_jpeg_becomes_rgb() -> None:
     cmyk = Image.new("CMYK", (8, 8), (0, 255, 255, 0))  # pure red in CMYK
-    out = decode(_save(cmyk, "JPEG", quality=95))
+    out = decode(encode_pil(cmyk, "JPEG", quality=95))
     assert out.shape == (8, 8, 3)
     assert out[..., 0].mean() > 200 and out[..., 1].mean() < 60 and out[..., 2].mean() < 60
 
 
 def test_16_bit_scaled_not_clipped() -> None:
     ramp = np.linspace(0, 65535, 64, dtype=np.uint16).reshape(8, 8)
-    out = decode(_save(Image.fromarray(ramp), "PNG"))
+    out = decode(encode_pil(Image.fromarray(ramp), "PNG"))
     assert out.shape == (8, 8, 1)
     assert int(out.min()) == 0 and int(out.max()) == 255
     assert np.array_equal(out[..., 0], np.rint(ramp / 257.0).astype(np.uint8))
@@ -118,7 +92,7 @@ def test_exif_orientation_applied() -> None:
     img = Image.fromarray(RGB)  # 16 wide, 12 high
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 CW on display
-    out = decode(_save(img, "JPEG", exif=exif, quality=95))
+    out = decode(encode_pil(img, "JPEG", exif=exif, quality=95))
     assert out.shape == (16, 12, 3)
 
 
@@ -137,30 +111,30 @@ def test_animated_first_frame_or_refused() -> None:
 def test_float_tiff_refused_clearly() -> None:
     f = Image.fromarray(np.ones((4, 4), np.float32))
     with pytest.raises(UnsupportedImage, match="floating-point"):
-        decode(_save(f, "TIFF"))
+        decode(encode_pil(f, "TIFF"))
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "TIFF"])
 def test_supported_formats(fmt: str) -> None:
-    out = decode(_save(Image.fromarray(RGB), fmt))
+    out = decode(encode_pil(Image.fromarray(RGB), fmt))
     assert out.shape == (12, 16, 3)
 
 
 def test_bomb_refused_before_decoding() -> None:
-    data = _bomb_png(30000, 30000)
+    data = png_claiming(30000, 30000)
     assert len(data) < 200
     t = time.perf_counter()
     with pytest.raises(ImageTooLarge, match=r"30000x30000|decompression bomb"):
         decode(data)
     with pytest.raises(ImageTooLarge, match="before decoding"):
-        decode(_bomb_png(5000, 5000))  # under PIL's own guard, over ours
+        decode(png_claiming(5000, 5000))  # under PIL's own guard, over ours
     assert time.perf_counter() - t < 0.5
     with pytest.raises(ImageTooLarge, match="per side"):
-        decode(_bomb_png(20000, 1), ImageLimits(max_side=10000))
+        decode(png_claiming(20000, 1), ImageLimits(max_side=10000))
 
 
 def test_limits_on_bytes() -> None:
-    data = _save(Image.fromarray(RGB), "PNG")
+    data = encode_pil(Image.fromarray(RGB), "PNG")
     with pytest.raises(ImageTooLarge, match="bytes"):
         decode(data, ImageLimits(max_bytes=len(data) - 1))
 
@@ -170,10 +144,10 @@ def test_limits_on_bytes() -> None:
     [
         (b"", InputError, "empty"),
         (b"hello, world" * 10, InputError, "not a recognisable image"),
-        (_save(Image.fromarray(RGB), "PNG")[:80], InputError, "truncated or corrupt"),
-        (_save(Image.fromarray(RGB), "JPEG")[:200], InputError, "truncated or corrupt"),
-        (_save(Image.new("RGB", (8, 8)), "ICO"), UnsupportedImage, "ICO is not supported"),
-        (_save(Image.new("RGB", (8, 8)), "PPM"), UnsupportedImage, "is not supported"),
+        (encode_pil(Image.fromarray(RGB), "PNG")[:80], InputError, "truncated or corrupt"),
+        (encode_pil(Image.fromarray(RGB), "JPEG")[:200], InputError, "truncated or corrupt"),
+        (encode_pil(Image.new("RGB", (8, 8)), "ICO"), UnsupportedImage, "ICO is not supported"),
+        (encode_pil(Image.new("RGB", (8, 8)), "PPM"), UnsupportedImage, "is not supported"),
     ],
 )
 def test_bad_bytes(data: bytes, error: type[Exception], words: str) -> None:

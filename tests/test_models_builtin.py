@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +19,7 @@ MIN_CLEAN = {"mnist": 0.98, "mnist-adv": 0.95, "faces": 0.9}
 TEST_DATA = {"mnist": "builtin:mnist-test", "mnist-adv": "builtin:mnist-test", "faces": "builtin:faces-test"}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """One intra-op thread: faster for these small models on a shared machine, and restored afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("name", list_builtin_models())

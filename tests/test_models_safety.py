@@ -89,3 +89,22 @@ def test_scanner_refuses_every_protocol(tmp_path: Path, protocol: int) -> None:
     with pytest.raises(ModelError, match="refused"):
         scan_pickle(pickle.dumps(Payload(tmp_path / "m"), protocol=protocol), "test")
     scan_pickle(pickle.dumps({"a": [1, 2.0, "x"]}, protocol=protocol), "test")  # plain data passes
+
+
+@pytest.mark.parametrize("meta", ["[1, 2]", '"mnist_cnn"', "{}", "not json"])
+def test_malformed_fencebox_metadata_is_a_model_error(tmp_path: Path, meta: str) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"fencebox": meta})
+    with pytest.raises(ModelError, match="malformed 'fencebox' metadata"):  # a list once gave AttributeError
+        load_model(f"safetensors:{path}?arch=mnist_cnn", device="cpu")
+
+
+def test_non_integer_class_count_in_metadata_is_a_model_error(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"input_shape": "28,28,1", "num_classes": "ten"})
+    with pytest.raises(ModelError, match="classes must be an integer, got 'ten' in the file's metadata"):
+        load_model(f"safetensors:{path}?arch=mnist_cnn", device="cpu")  # once a bare ValueError

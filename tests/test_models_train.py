@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,7 @@ from fencebox.models.training import RECIPES, TrainConfig, train
 TINY: dict[str, Any] = {"epochs": 1, "limit": 256, "test_limit": 100, "threads": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """One intra-op thread: faster for these small models on a shared machine, and restored afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_cli_train_writes_loadable_weights(tmp_path: Path) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from collections.abc import Iterator
 
 import httpx
@@ -13,7 +11,8 @@ import pytest
 from PIL import Image
 
 import fencebox
-from tests.test_service_helpers import TinyNet, digit, encode_pil, png, serve, tiny_settings
+from tests.images import digit, encode_pil, png, png_claiming
+from tests.test_service_helpers import TinyNet, serve, tiny_settings
 
 
 @pytest.fixture(scope="module")
@@ -119,27 +118,14 @@ def test_bad_chain_override_is_400(client: httpx.Client) -> None:
     assert r.status_code == 400 and "no_such_transform" in r.json()["error"]
     r = client.post("/v1/purify", params={"chain": "/etc/passwd.yaml"}, content=png(digit()))
     assert r.status_code == 400
+    for spec in ("bit_depth(bits=1e400)", 'bit_depth(mode="\\q")', "bit_depth(bits=" + "[" * 1900 + ")"):
+        r = client.post("/v1/purify", params={"chain": spec}, content=png(digit()))  # once HTTP 500
+        assert r.status_code == 400 and r.json()["code"] == "bad_request", r.text
 
 
 def test_unknown_model_is_404_listing_routes(client: httpx.Client) -> None:
     r = client.post("/v1/predict?model=nope", content=png(digit()))
     assert r.status_code == 404 and "tiny" in r.json()["error"]
-
-
-def _png_claiming(width: int, height: int) -> bytes:
-    """A tiny, valid-looking PNG whose header claims width x height (a decompression bomb)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 1024)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize(
@@ -148,8 +134,8 @@ def _png_claiming(width: int, height: int) -> bytes:
         (b"", "image/png", 400, "empty"),
         (b"this is not an image at all", "image/png", 400, "not a recognisable image"),
         (png(digit())[:60], "image/png", 400, "truncated"),
-        (_png_claiming(30000, 30000), "image/png", 413, "before decoding"),
-        (_png_claiming(2000, 2000), "image/png", 413, "pixels"),
+        (png_claiming(30000, 30000), "image/png", 413, "before decoding"),
+        (png_claiming(2000, 2000), "image/png", 413, "pixels"),
         (b"\x00" * 300_000, "image/png", 413, "at most 200000 bytes"),
         (png(digit()), "application/json", 415, "not accepted"),
         (png(digit()), "text/plain", 415, "not accepted"),

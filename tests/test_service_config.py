@@ -94,6 +94,13 @@ def test_invalid_yaml_syntax(tmp_path: Path) -> None:
         load_settings(_write(tmp_path, "routes: [unclosed"))
 
 
+def test_binary_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "fencebox.yaml"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(SpecError, match="not UTF-8 text"):  # once a bare UnicodeDecodeError traceback
+        load_settings(path)
+
+
 def test_bad_chain_fails_at_startup() -> None:
     s = Settings(
         routes=[RouteConfig(name="t", backend=BackendConfig(model=TINY_REF), chain="nope_transform()")]

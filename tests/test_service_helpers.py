@@ -1,10 +1,9 @@
 """Shared pieces of the service tests: a small real torch Classifier, a uvicorn server in a thread,
-a KServe ModelServer in a subprocess, and image factories.  (No tests here.)"""
+and a KServe ModelServer in a subprocess (image factories are in tests/images.py).  (No tests here.)"""
 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import socket
 import subprocess
@@ -16,10 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import torch
 import uvicorn
-from PIL import Image
 
 from fencebox.models.base import Classifier, ModelCard
 from fencebox.service import create_app
@@ -181,30 +178,6 @@ class KServeProcess:
                 self.proc.wait()
         if self.proc is not None and self.proc.stderr:
             self.proc.stderr.close()
-
-
-def png(array: np.ndarray, **save: Any) -> bytes:
-    """Encode a uint8 HxW or HxWxC array as PNG."""
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, "PNG", **save)
-    return buf.getvalue()
-
-
-def encode_pil(img: Image.Image, fmt: str, **save: Any) -> bytes:
-    """Encode a PIL image in ``fmt``."""
-    buf = io.BytesIO()
-    img.save(buf, fmt, **save)
-    return buf.getvalue()
-
-
-def digit(seed: int = 0, size: int = 28) -> np.ndarray:
-    """A deterministic gray test image (HxW uint8): a bright blob on black, like an MNIST digit."""
-    rng = np.random.default_rng(seed)
-    img = np.zeros((size, size), np.uint8)
-    y, x = rng.integers(size // 4, 3 * size // 4, 2)
-    yy, xx = np.mgrid[:size, :size]
-    img[(yy - y) ** 2 + (xx - x) ** 2 < (size // 5) ** 2] = 255
-    return img
 
 
 class SlowNet(TinyNet):

@@ -13,7 +13,8 @@ from fencebox.service.batching import MicroBatcher
 from fencebox.service.errors import Overloaded
 from fencebox.service.metrics import Metrics
 from fencebox.service.security import TokenBucket
-from tests.test_service_helpers import digit, png, serve, tiny_settings
+from tests.images import digit, png
+from tests.test_service_helpers import serve, tiny_settings
 
 SLOW_REF = "py:tests.test_service_helpers:slow_model"
 

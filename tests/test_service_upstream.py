@@ -19,7 +19,8 @@ import tritonclient.http as th
 
 import fencebox
 from fencebox.models.base import Classifier
-from tests.test_service_helpers import KServeProcess, digit, free_port, png, serve, tiny_settings
+from tests.images import digit, png
+from tests.test_service_helpers import KServeProcess, free_port, serve, tiny_settings
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ import tritonclient.http as th
 from tritonclient.utils import InferenceServerException
 
 import fencebox
-from tests.test_service_helpers import TinyNet, digit, serve, tiny_settings
+from tests.images import digit
+from tests.test_service_helpers import TinyNet, serve, tiny_settings
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +150,7 @@ def test_unknown_model_and_output(triton: th.InferenceServerClient) -> None:
         ),
         (b"{}", {"inference-header-content-length": "abc"}, "must be an integer"),
         (b"{}", {"inference-header-content-length": "99"}, "does not fit"),
+        (b"[" * 100_000, {}, "nested too deeply"),  # was RecursionError: HTTP 500
     ],
 )
 def test_malformed_v2_requests_are_400(server: str, body: bytes, headers: dict[str, str], words: str) -> None:

@@ -128,6 +128,15 @@ def test_presets_expand_inside_a_chain() -> None:
         ("", ["empty chain spec"]),
         ("choice(k=3, transforms=[bit_depth()])", ["k=3 exceeds"]),
         ("random_apply(p=1.5, transform=bit_depth())", ["'p'", "[0, 1]"]),
+        # Once crashes (OverflowError, JSONDecodeError, RecursionError, ValueError): HTTP 500 on overrides.
+        ("bit_depth(bits=1e400)", ["'bits'", "int in [1, 8]", "got inf"]),
+        ("bit_depth(bits=" + "9" * 400 + ")", ["'bits'", "int in [1, 8]"]),
+        ("gaussian_noise(sigma=" + "9" * 400 + ")", ["'sigma'", "float in [0, 255]"]),
+        ("choice(k=1e400, transforms=[bit_depth()])", ["'k'", "int in [1, inf]"]),
+        ("shield(qualities=[1e400])", ["'qualities'", "[1, 100]"]),
+        ('bit_depth(mode="\\q")', ["position 15", "bad string", "Invalid \\escape"]),
+        ("bit_depth(bits=" + "[" * 2000 + "3" + "]" * 2000 + ")", ["nested more than 100", "position 114"]),
+        ("bit_depth(bits=" + "9" * 5000 + ")", ["number too long", "position 15"]),
     ],
 )
 def test_bad_specs_raise_clear_errors(spec: str, fragments: list[str]) -> None:
@@ -151,6 +160,13 @@ def test_bad_dict_specs(spec: object, fragment: str) -> None:
     with pytest.raises(SpecError) as info:
         load_chain(spec)
     assert fragment in str(info.value)
+
+
+def test_binary_spec_file_is_a_spec_error(tmp_path) -> None:
+    path = tmp_path / "chain.yaml"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(SpecError, match="not UTF-8 text"):
+        load_chain(path)
 
 
 def test_spec_error_is_a_value_error() -> None:

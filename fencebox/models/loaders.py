@@ -81,6 +81,14 @@ def _parse_shape(text: str, ref: str) -> tuple[int, int, int]:
     return h, w, c
 
 
+def _parse_classes(text: str, ref: str, where: str = "") -> int:
+    """The number of classes written in an option or in file metadata; ModelError when not an integer."""
+    try:
+        return int(text)
+    except ValueError as e:
+        raise ModelError(f"{ref}: classes must be an integer, got {text!r}{where}") from e
+
+
 def _resolve_card(
     ref: str,
     path: Path,
@@ -99,12 +107,11 @@ def _resolve_card(
         raise ModelError(
             f"{ref}: input shape unknown: put a model card JSON beside the file or add ?shape=HxWxC"
         )
-    classes = card.num_classes if card else (int(meta["num_classes"]) if meta.get("num_classes") else None)
+    classes = card.num_classes if card else None
+    if card is None and meta.get("num_classes"):
+        classes = _parse_classes(meta["num_classes"], ref, " in the file's metadata")
     if "classes" in opts:
-        try:
-            classes = int(opts["classes"])
-        except ValueError as e:
-            raise ModelError(f"{ref}: classes must be an integer, got {opts['classes']!r}") from e
+        classes = _parse_classes(opts["classes"], ref)
     if classes is None and infer_classes is not None:
         classes = int(infer_classes(shape))
     if classes is None or classes < 2:

@@ -146,6 +146,8 @@ def _fencebox_meta(meta: dict[str, str], path: Path) -> dict[str, str]:
         return meta
     try:
         info = json.loads(meta["fencebox"])
+        if not isinstance(info, dict):
+            raise TypeError(f"expected a JSON object, got {type(info).__name__}")
         return {
             "arch": str(info.get("arch", "")),
             "input_shape": ",".join(str(int(v)) for v in info["input_shape"]),

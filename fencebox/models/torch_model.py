@@ -7,6 +7,7 @@ import torch
 
 from fencebox.errors import InputError
 from fencebox.models.base import Classifier, ModelCard
+from fencebox.torch_util import nhwc_uint8_to_nchw_float
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -49,15 +50,11 @@ class TorchClassifier(Classifier):
     def predict_logits(self, images: np.ndarray) -> np.ndarray:
         """uint8 ``(N, H, W, C)`` -> float32 logits ``(N, classes)``, checked, without autograd."""
         self.check_images(images)
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
-            x = x.permute(0, 3, 1, 2).float().div_(255.0)
-            return self.module(x).float().cpu().numpy()
+        return super().predict_logits(images)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """uint8 ``(N, H, W, C)`` -> int64 labels ``(N,)``; the argmax runs in torch, on the device."""
         self.check_images(images)
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
-            x = x.permute(0, 3, 1, 2).float().div_(255.0)
+            x = nhwc_uint8_to_nchw_float(images, self.device)
             return self.module(x).argmax(dim=1).cpu().numpy().astype(np.int64, copy=False)

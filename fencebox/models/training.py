@@ -29,6 +29,7 @@ from fencebox.models.base import ModelCard
 from fencebox.models.data import dataset_classes, load_dataset
 from fencebox.models.pgd import accuracy, pgd_linf
 from fencebox.models.torch_model import resolve_device
+from fencebox.torch_util import nhwc_uint8_to_nchw_float
 
 
 @dataclass
@@ -171,7 +172,7 @@ def _subset(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int) -> tuple
 
 
 def _tensors(x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    xt = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+    xt = nhwc_uint8_to_nchw_float(x).contiguous()
     return xt.to(device), torch.from_numpy(y.astype(np.int64)).to(device)
 
 

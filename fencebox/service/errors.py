@@ -114,11 +114,18 @@ def classify(exc: BaseException) -> ServiceError:
     return ServiceError("internal server error")
 
 
+def json_error(
+    request: Request | None, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The ``{"error", "code"}`` answer every failure gets, noting ``code`` for the error metric."""
+    if request is not None:
+        request.scope["fencebox.error"] = code
+    return JSONResponse({"error": message, "code": code}, status_code=status, headers=headers)
+
+
 def error_response(err: ServiceError, request: Request | None = None) -> JSONResponse:
     """The JSON body and headers for ``err`` (noting its code for the error metric)."""
-    if request is not None:
-        request.scope["fencebox.error"] = err.code
-    return JSONResponse({"error": err.message, "code": err.code}, status_code=err.status, headers=err.headers)
+    return json_error(request, err.status, err.code, err.message, err.headers)
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -138,10 +145,7 @@ def install_handlers(app: FastAPI) -> None:
         for e in exc.errors():
             loc = ".".join(str(p) for p in e.get("loc", ()))
             parts.append(f"{loc}: {e.get('msg', 'invalid')}")
-        request.scope["fencebox.error"] = "validation_error"
-        return JSONResponse(
-            {"error": "invalid request: " + "; ".join(parts), "code": "validation_error"}, status_code=422
-        )
+        return json_error(request, 422, "validation_error", "invalid request: " + "; ".join(parts))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -151,12 +155,8 @@ def install_handlers(app: FastAPI) -> None:
             message = f"no such endpoint: {request.method} {request.url.path}"
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
-        request.scope["fencebox.error"] = codes.get(exc.status_code, "http_error")
-        return JSONResponse(
-            {"error": message, "code": codes.get(exc.status_code, "http_error")},
-            status_code=exc.status_code,
-            headers=dict(exc.headers or {}),
-        )
+        code = codes.get(exc.status_code, "http_error")
+        return json_error(request, exc.status_code, code, message, dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -13,6 +13,8 @@ from fencebox.service.bodies import IMAGE_BODY_OPENAPI, read_image_bytes
 from fencebox.service.common import ERROR_RESPONSES, runtime_of, with_deadline
 from fencebox.service.metrics import record_stage
 from fencebox.service.policy import rest_answers
+from fencebox.service.runtime import Route, Runtime
+from fencebox.transforms.base import Transform
 
 router = APIRouter()
 
@@ -34,6 +36,23 @@ class Prediction(BaseModel):
     scores: dict[str, float] | None = None
 
 
+async def _admit(
+    request: Request, model: str | None, chain: str | None
+) -> tuple[Runtime, Route, Transform, bytes]:
+    """What both image endpoints do first: authenticate, pick the route and its chain, charge, read the image.
+
+    The order matters: a wrong key, route or override is refused before the budget is charged, and
+    the body is read only once the request is allowed.
+    """
+    rt = runtime_of(request)
+    who = rt.guard.identify(request)
+    route = rt.route(model)
+    chosen = route.chain_for(chain)
+    rt.guard.charge(who)
+    data = await read_image_bytes(request, route.config.limits.max_body_bytes)
+    return rt, route, chosen, data
+
+
 @router.post(
     "/v1/purify",
     openapi_extra=IMAGE_BODY_OPENAPI,
@@ -50,12 +69,7 @@ async def purify(
     format: Literal["png", "jpeg", "webp", "bmp", "tiff"] = Query("png", description="output image format"),
 ) -> Response:
     """Return the purified image; the header ``X-Fencebox-Chain`` echoes the chain that ran."""
-    rt = runtime_of(request)
-    who = rt.guard.identify(request)
-    route = rt.route(model)
-    chosen = route.chain_for(chain)
-    rt.guard.charge(who)
-    data = await read_image_bytes(request, route.config.limits.max_body_bytes)
+    rt, route, chosen, data = await _admit(request, model, chain)
     body, media, t_dec, t_chain, t_enc = await with_deadline(
         route, rt.run(route.purify_image, data, chosen, format)
     )
@@ -79,12 +93,7 @@ async def predict(
     chain: str | None = Query(None, max_length=2000, description="chain override, where the route allows it"),
 ) -> JSONResponse:
     """Decode, purify and classify one image; answer only what the route's output policy allows."""
-    rt = runtime_of(request)
-    who = rt.guard.identify(request)
-    route = rt.route(model)
-    chosen = route.chain_for(chain)
-    rt.guard.charge(who)
-    data = await read_image_bytes(request, route.config.limits.max_body_bytes)
+    rt, route, chosen, data = await _admit(request, model, chain)
 
     async def work() -> tuple[Any, ...]:
         with route.batcher.expect():

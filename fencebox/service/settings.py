@@ -202,6 +202,8 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
         return cls(**{k: v for k, v in overrides.items() if v is not None})
     except yaml.YAMLError as exc:
         raise SpecError(f"config file {str(config)!r} is not valid YAML: {exc}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"config file {str(config)!r} is not UTF-8 text (a YAML file expected)") from None
     except ValidationError as exc:
         where = f" in {config}" if config is not None else ""
         lines = [

@@ -129,6 +129,8 @@ def decode(body: bytes, header_length: str | None, key: str = "inputs") -> Messa
         header = json.loads(bytes(body[:hl]))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise V2FormatError(f"the request is not valid JSON: {exc}") from None
+    except RecursionError:  # e.g. '[[[[...' thousands deep: a client error, not a server crash
+        raise V2FormatError("the request's JSON is nested too deeply") from None
     if not isinstance(header, dict):
         raise V2FormatError("the V2 message must be a JSON object")
     entries = header.get(key)

@@ -103,13 +103,18 @@ class Param:
                 raise bad
             out: Any = value
         elif self.kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int | float) or float(value) != int(value):
+            if not is_integral(value):
                 raise bad
             out = int(value)
         elif self.kind == "float":
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, int | float):
                 raise bad
-            out = float(value)
+            try:
+                out = float(value)
+            except OverflowError:  # an int too large for a float
+                raise bad from None
+            if not math.isfinite(out):
+                raise bad
         else:  # pragma: no cover - declaration error, not user error
             raise TypeError(f"unknown parameter kind {self.kind!r}")
         if self.choices is not None and out not in self.choices:
@@ -119,6 +124,19 @@ class Param:
         if self.high is not None and out > self.high:
             raise bad
         return out
+
+
+def is_integral(value: Any) -> bool:
+    """Whether ``value`` is an int, or a finite float with no fractional part (never a bool).
+
+    Spec values arrive from YAML, JSON and the compact form, where ``5.0`` and ``1e400`` are floats:
+    the first is a valid int parameter, the second (infinity) must be refused, not crash ``int()``.
+    """
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and math.isfinite(value) and value.is_integer()
 
 
 def _fmt_num(x: float) -> str:

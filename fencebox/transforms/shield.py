@@ -19,9 +19,9 @@ import numpy as np
 
 from fencebox.errors import InputError, SpecError
 from fencebox.registry import register
-from fencebox.transforms._dct import SUBSAMPLING_FACTORS, diff_jpeg
-from fencebox.transforms.base import Param, Params, Shape, Transform
-from fencebox.transforms.jpeg import jpeg_roundtrip
+from fencebox.transforms._dct import diff_jpeg
+from fencebox.transforms.base import Param, Params, Shape, Transform, is_integral
+from fencebox.transforms.jpeg import SUBSAMPLING, jpeg_roundtrip
 
 if TYPE_CHECKING:
     import torch
@@ -47,7 +47,7 @@ class IntListParam(Param):
             raise bad
         out = []
         for v in items:
-            if isinstance(v, bool) or not isinstance(v, int | float) or float(v) != int(v):
+            if not is_integral(v):
                 raise bad
             if (self.low is not None and v < self.low) or (self.high is not None and v > self.high):
                 raise bad
@@ -74,13 +74,7 @@ class Shield(Transform):
         Param(
             "block", "int", default=8, low=1, high=256, doc="side of the square regions sharing one quality"
         ),
-        Param(
-            "subsampling",
-            "str",
-            default="4:2:0",
-            choices=tuple(SUBSAMPLING_FACTORS),
-            doc="chroma subsampling of colour images",
-        ),
+        SUBSAMPLING,
     )
     randomized = True
     surrogate_kind = "approximate"
