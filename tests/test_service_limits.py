@@ -53,15 +53,47 @@ def test_query_budget_per_key_answers_429_with_retry_after() -> None:
         r = c.post("/v1/predict", content=data, headers={"x-api-key": "a"})
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1 and "budget" in r.json()["error"]
         assert c.post("/v1/predict", content=data, headers={"x-api-key": "b"}).status_code == 200  # per key
-        # a V2 request is charged per image: 4 images exceed b's remaining 2 tokens
-        x = np.zeros((4, 28, 28, 1), np.uint8)
-        doc = {
-            "inputs": [
-                {"name": "input", "datatype": "UINT8", "shape": [4, 28, 28, 1], "data": x.ravel().tolist()}
-            ]
-        }
-        r = c.post("/v2/models/tiny/infer", content=json.dumps(doc), headers={"x-api-key": "b"})
-        assert r.status_code == 429
+
+        # a V2 request is charged per image: 3 images exceed b's remaining 2 tokens
+        def infer(n: int) -> httpx.Response:
+            x = np.zeros((n, 28, 28, 1), np.uint8)
+            doc = {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "datatype": "UINT8",
+                        "shape": [n, 28, 28, 1],
+                        "data": x.ravel().tolist(),
+                    }
+                ]
+            }
+            return c.post("/v2/models/tiny/infer", content=json.dumps(doc), headers={"x-api-key": "b"})
+
+        assert infer(3).status_code == 429
+        # more images than the whole burst could never be served: a 400 saying so, not an endless 429
+        r = infer(4)
+        assert r.status_code == 400 and "at most 3 images" in r.json()["error"]
+
+
+def test_idle_callers_are_forgotten_without_changing_budgets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fencebox.service import security
+    from fencebox.service.settings import RateLimitConfig
+
+    monkeypatch.setattr(security, "MAX_TRACKED_CALLERS", 3)
+    guard = security.Guard(
+        [], RateLimitConfig(enabled=True, rate_per_s=2.0, burst=2), on_reject=lambda r: None
+    )
+    guard.charge("busy", 2)  # spent: must be remembered
+    for i in range(2):
+        guard.charge(f"idle-{i}", 1)
+    import time
+
+    time.sleep(1.1)  # the idle ones refill completely at 2/s; "busy" too, so spend it again
+    guard.charge("busy", 2)
+    guard.charge("new", 1)
+    assert guard.tracked_callers() <= 2  # the full (idle) buckets were dropped
+    with pytest.raises(security.TooManyRequests):
+        guard.charge("busy", 2)
 
 
 def test_token_bucket_refills_over_time() -> None:

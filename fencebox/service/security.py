@@ -16,8 +16,11 @@ from collections.abc import Callable, Sequence
 
 from starlette.requests import Request
 
-from fencebox.service.errors import TooManyRequests, Unauthorized, retry_after
+from fencebox.service.errors import BadRequest, TooManyRequests, Unauthorized, retry_after
 from fencebox.service.settings import RateLimitConfig
+
+MAX_TRACKED_CALLERS = 10_000
+"""Above this many callers, buckets that have refilled completely are dropped (a full bucket is a new one)."""
 
 
 class TokenBucket:
@@ -30,13 +33,16 @@ class TokenBucket:
         self.clock = clock
         self.stamp = clock()
 
-    def take(self, cost: float = 1.0) -> float:
-        """Spend ``cost`` tokens; return 0.0 on success, else the seconds until enough are available."""
+    def refill(self) -> float:
+        """Add the tokens earned since the last call; return the current level."""
         now = self.clock()
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if cost > self.capacity:
-            return (cost - self.tokens) / self.rate
+        return self.tokens
+
+    def take(self, cost: float = 1.0) -> float:
+        """Spend ``cost`` tokens; return 0.0 on success, else the seconds until enough are available."""
+        self.refill()
         if self.tokens >= cost:
             self.tokens -= cost
             return 0.0
@@ -95,9 +101,16 @@ class Guard:
         """Spend ``cost`` queries from ``identity``'s budget; raise TooManyRequests with Retry-After if spent."""
         if not self.rate.enabled:
             return
+        if cost > self.rate.burst:
+            raise BadRequest(
+                f"this request costs {cost:g} queries, more than the query budget's burst of "
+                f"{self.rate.burst:g}: send at most {int(self.rate.burst)} images per request"
+            )
         with self._lock:
             bucket = self._buckets.get(identity)
             if bucket is None:
+                if len(self._buckets) >= MAX_TRACKED_CALLERS:
+                    self._forget_idle()
                 bucket = self._buckets[identity] = TokenBucket(self.rate.rate_per_s, self.rate.burst)
             wait = bucket.take(cost)
         if wait > 0:
@@ -107,6 +120,16 @@ class Guard:
                 f"retry in {wait:.1f} s",
                 headers=retry_after(wait),
             )
+
+    def _forget_idle(self) -> None:
+        """Drop callers whose bucket is full again: forgetting them changes no one's budget."""
+        full = [who for who, b in self._buckets.items() if b.refill() >= b.capacity]
+        for who in full:
+            del self._buckets[who]
+
+    def tracked_callers(self) -> int:
+        """How many callers' budgets are held in memory."""
+        return len(self._buckets)
 
     def check(self, request: Request, cost: float = 1.0) -> str:
         """Authenticate, then charge ``cost`` queries; return the identity."""
