@@ -151,6 +151,16 @@ def test_unknown_model_and_output(triton: th.InferenceServerClient) -> None:
         (b"{}", {"inference-header-content-length": "abc"}, "must be an integer"),
         (b"{}", {"inference-header-content-length": "99"}, "does not fit"),
         (b"[" * 100_000, {}, "nested too deeply"),  # was RecursionError: HTTP 500
+        (  # was silently truncated to 1
+            b'{"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 1, 1, 1], "data": [1.7]}]}',
+            {},
+            "UINT8",
+        ),
+        (
+            b'{"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 1, 1, 1], "data": [300]}]}',
+            {},
+            "[0, 255]",
+        ),
     ],
 )
 def test_malformed_v2_requests_are_400(server: str, body: bytes, headers: dict[str, str], words: str) -> None:

@@ -101,13 +101,33 @@ def _tensor(entry: Any, key: str, binary: memoryview, offset: int) -> tuple[Tens
         data = entry.get("data")
         if data is None:
             raise V2FormatError(f"{where}: no 'data' and no binary_data_size")
-        try:
-            arr = np.asarray(data, dtype=dtype).reshape(-1)
-        except (ValueError, TypeError, OverflowError):
-            raise V2FormatError(f"{where}: 'data' is not a (nested) list of {datatype} values") from None
+        arr = _json_values(data, dtype, datatype, where)
         if arr.size != count:
             raise V2FormatError(f"{where}: 'data' has {arr.size} values but shape {shape} needs {count}")
     return Tensor(name, datatype, shape, arr.reshape(shape), dict(params)), offset
+
+
+_ACCEPTED_KINDS = {"u": "iu", "i": "iu", "f": "iuf", "b": "b"}
+
+
+def _json_values(data: Any, dtype: np.dtype[Any], datatype: str, where: str) -> np.ndarray:
+    """JSON 'data' as a flat array of ``dtype``, refusing values the type cannot hold (no silent casts)."""
+    bad = V2FormatError(f"{where}: 'data' is not a (nested) list of {datatype} values")
+    try:
+        raw = np.asarray(data)
+    except (ValueError, TypeError, OverflowError):
+        raise bad from None
+    if raw.size:
+        if raw.dtype.kind not in _ACCEPTED_KINDS.get(dtype.kind, dtype.kind):
+            raise bad
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            if raw.min() < info.min or raw.max() > info.max:
+                raise V2FormatError(f"{where}: {datatype} values must lie in [{info.min}, {info.max}]")
+    try:
+        return raw.astype(dtype).reshape(-1)
+    except (ValueError, TypeError, OverflowError):
+        raise bad from None
 
 
 def decode(body: bytes, header_length: str | None, key: str = "inputs") -> Message:
