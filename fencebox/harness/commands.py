@@ -1,0 +1,260 @@
+"""``fencebox evaluate``: attack chains in front of a model under threat models and write the reports."""
+
+from __future__ import annotations
+
+import re
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+
+from fencebox.errors import FenceboxError, InputError
+
+
+def split_list(text: str) -> list[str]:
+    """Split a comma-separated option at top level only, so chain specs with commas inside () or [] survive."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return [s for s in out if s]
+
+
+def parse_floats(text: str, what: str) -> list[float]:
+    """Parse '0.1,0.3' into floats, with an InputError naming the option on bad input."""
+    try:
+        return [float(v) for v in split_list(text)]
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated numbers like 0.1,0.3, got {text!r}") from None
+
+
+def select_indices(total: int, n: int, how: str) -> np.ndarray:
+    """Which examples to evaluate: the first ``n``, or ``n`` evenly spaced ones (in data-set order)."""
+    if n < 1:
+        raise InputError(f"-n must be >= 1, got {n}")
+    n = min(n, total)
+    if how == "first":
+        return np.arange(n)
+    if how == "spread":
+        return (np.arange(n) * total) // n
+    raise InputError(f"--select must be 'first' or 'spread', got {how!r}")
+
+
+def route_name(chain: str, policy: str, i: int) -> str:
+    """A service route name for a (chain, policy) pair."""
+    slug = re.sub(r"[^A-Za-z0-9_.\-]", "-", chain)[:40].strip("-") or "chain"
+    return f"c{i}-{slug}-{policy}"
+
+
+def evaluate(
+    model: str = typer.Option(..., "--model", "-m", help="model reference, e.g. builtin:mnist"),
+    data: str = typer.Option("builtin:mnist-test", "--data", "-d", help="data set reference"),
+    n: int = typer.Option(100, "-n", "--n", help="use the first N examples of the data set, in order"),
+    select: str = typer.Option(
+        "first",
+        "--select",
+        help="'first': the first N examples; 'spread': N evenly spaced examples, in order "
+        "(use it for data sets sorted by class)",
+    ),
+    chains: str = typer.Option(
+        "none,fencebox-default", "--chains", help="comma-separated presets or chain specs"
+    ),
+    threat: str = typer.Option(
+        "all",
+        "--threat",
+        help="oblivious,transfer,bpda,eot,bpda-eot,blackbox-scores,blackbox-label (aliases: "
+        "blackbox, adaptive, all)",
+    ),
+    attacks: str = typer.Option(
+        "fgsm,pgd,cw,apgd", "--attacks", help="fgsm,pgd,cw,apgd-ce,apgd-dlr (apgd = both)"
+    ),
+    eps: str = typer.Option("0.1,0.2,0.3", "--eps", help="L-inf radii on the [0, 1] pixel scale"),
+    eps_l2: str = typer.Option("", "--eps-l2", help="L2 radii on the [0, 1] pixel scale (optional)"),
+    steps: int = typer.Option(50, "--steps", help="gradient steps per attack"),
+    restarts: int = typer.Option(1, "--restarts", help="random restarts per attack"),
+    strong: bool = typer.Option(False, "--strong", help="at least 100 steps and 5 restarts"),
+    eot: int = typer.Option(20, "--eot", help="EOT draws for random chains (>= 20 recommended)"),
+    queries: int = typer.Option(1000, "--queries", help="black-box query budget per image"),
+    seed: int = typer.Option(0, "--seed", help="seed of every random choice"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+    source: str | None = typer.Option(
+        None, "--source", help="undefended source model for 'transfer' (default: the model)"
+    ),
+    service: str = typer.Option(
+        "local",
+        "--service",
+        help="black-box oracle: 'local' (in-process, same policy semantics), 'http' (start the "
+        "FenceBox service and query it over HTTP) or a base URL of a running service (routes from --route)",
+    ),
+    route: list[str] = typer.Option(
+        [],
+        "--route",
+        help="with a service URL: CHAIN:POLICY=ROUTE mapping, e.g. fencebox-default:label=mnist",
+    ),
+    batch: int = typer.Option(128, "--batch", help="attack batch size"),
+    workers: int = typer.Option(1, "--workers", help="threads for the chain's exact apply"),
+    threads: int = typer.Option(0, "--threads", help="torch threads (0: torch's default)"),
+    check_n: int = typer.Option(32, "--check-n", help="examples used by the sanity checks"),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="output folder (report.json, report.md, report.html, cache/)"
+    ),
+) -> None:
+    """Evaluate chains in front of MODEL against adaptive and black-box attacks; write reports into OUT."""
+    try:
+        _evaluate(locals())
+    except FenceboxError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _evaluate(a: dict[str, Any]) -> None:
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fencebox.harness.evaluate import count_units, evaluate
+    from fencebox.harness.http_oracle import HttpOracle, LocalService
+    from fencebox.harness.report import write_report
+    from fencebox.harness.runner import EvalConfig, Runner, parse_attacks
+    from fencebox.harness.threats import parse_threats
+    from fencebox.models import load_dataset, load_model
+    from fencebox.spec import load_chain
+
+    if a["threads"] > 0:
+        torch.set_num_threads(a["threads"])
+    steps, restarts = a["steps"], a["restarts"]
+    if a["strong"]:
+        steps, restarts = max(steps, 100), max(restarts, 5)
+    config = EvalConfig(
+        attacks=parse_attacks(split_list(a["attacks"])),
+        eps=parse_floats(a["eps"], "--eps"),
+        eps_l2=parse_floats(a["eps_l2"], "--eps-l2"),
+        steps=steps,
+        restarts=restarts,
+        eot=a["eot"],
+        queries=a["queries"],
+        seed=a["seed"],
+        batch=a["batch"],
+        workers=a["workers"],
+        check_n=a["check_n"],
+    )
+    threats = parse_threats(split_list(a["threat"]))
+    chain_names = split_list(a["chains"])
+    chains = {name: load_chain(name) for name in chain_names}
+    images, labels = load_dataset(a["data"])
+    indices = select_indices(len(images), a["n"], a["select"])
+    images, labels = images[indices], labels[indices]
+    target = load_model(a["model"], device=a["device"])
+    source_ref = a["source"]
+    source = load_model(source_ref, device=a["device"]) if source_ref else None
+    out: Path = a["out"]
+    console = Console(stderr=True)
+    classes_seen = len(set(labels.tolist()))
+    if classes_seen < target.num_classes:
+        console.print(
+            f"[bold yellow]warning:[/] the {len(labels)} examples selected cover only {classes_seen} of "
+            f"{target.num_classes} classes (is the data set sorted by class? try --select spread)"
+        )
+    with ExitStack() as stack:
+        oracle_factory = None
+        oracle_desc = "a local oracle (in-process serving path, same output-policy semantics)"
+        if any(not t.whitebox for t in threats) and a["service"] != "local":
+            policies = sorted({t.policy or "label" for t in threats if not t.whitebox})
+            mapping: dict[tuple[str, str], str] = {}
+            if a["service"] == "http":
+                routes = []
+                for i, name in enumerate(chain_names):
+                    for p in policies:
+                        mapping[(name, p)] = route_name(name, p, i)
+                        routes.append((mapping[(name, p)], a["model"], name, p))
+                svc = stack.enter_context(LocalService(routes, threads=max(1, a["workers"])))
+                url = svc.url
+            else:
+                url = a["service"]
+                for item in a["route"]:
+                    key, _, rname = item.partition("=")
+                    cname, _, pol = key.rpartition(":")
+                    if not rname or not cname:
+                        raise InputError(f"--route must look like CHAIN:POLICY=ROUTE, got {item!r}")
+                    mapping[(cname, pol)] = rname
+            oracle_desc = f"the FenceBox HTTP service at {url} (V2 infer)"
+
+            def oracle_factory(judge: Any, chain_name: str, policy: str) -> HttpOracle:
+                """An HTTP oracle on the route serving ``chain_name`` under ``policy``."""
+                if (chain_name, policy) not in mapping:
+                    raise InputError(
+                        f"no service route for chain {chain_name!r} with policy {policy!r}; use --route"
+                    )
+                orc = HttpOracle(url, mapping[(chain_name, policy)])
+                stack.callback(orc.close)
+                return orc
+
+        runner = Runner(
+            target,
+            images,
+            labels,
+            config,
+            model_ref=a["model"],
+            source=source,
+            source_ref=source_ref,
+            cache_dir=out / "cache",
+            oracle_factory=oracle_factory,
+            indices=indices,
+        )
+        doc_config = {
+            "model": a["model"],
+            "data": a["data"],
+            "n": len(images),
+            "chains": chain_names,
+            "threats": [t.name for t in threats],
+            "attacks": config.attacks,
+            "eps": config.eps,
+            "eps_l2": config.eps_l2,
+            "steps": config.steps,
+            "restarts": config.restarts,
+            "eot": config.eot,
+            "queries": config.queries,
+            "seed": config.seed,
+            "device": a["device"],
+            "source": source_ref or a["model"],
+            "oracle": oracle_desc,
+            "check_n": config.check_n,
+            "check_eps": config.check_eps,
+            "batch": config.batch,
+        }
+        total = count_units(chains, threats, config.grid())
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task("starting", total=total)
+            first = [True]
+
+            def tick(msg: str) -> None:
+                """Advance the progress bar past the previous step and show the next one."""
+                if not first[0]:
+                    progress.advance(task)
+                first[0] = False
+                progress.update(task, description=msg)
+
+            doc = evaluate(runner, chains, threats, doc_config, tick)
+            progress.update(task, completed=total, description="done")
+    paths = write_report(doc, out)
+    failed = [c for c in doc["checks"] if not c["passed"]]
+    for c in failed:
+        console.print(f"[bold red]CHECK FAILED[/] {c['name']}: {c['detail']}")
+    console.print(f"wrote {paths['json']}, {paths['md']}, {paths['html']}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``evaluate`` to the fencebox command line."""
+    app.command("evaluate")(evaluate)
