@@ -107,7 +107,7 @@ def _tensor(entry: Any, key: str, binary: memoryview, offset: int) -> tuple[Tens
     return Tensor(name, datatype, shape, arr.reshape(shape), dict(params)), offset
 
 
-_ACCEPTED_KINDS = {"u": "iu", "i": "iu", "f": "iuf", "b": "b"}
+_ACCEPTED_KINDS = {"u": "iu", "i": "iu", "f": "iufU", "b": "b"}  # floats may come as strings ("NaN")
 
 
 def _json_values(data: Any, dtype: np.dtype[Any], datatype: str, where: str) -> np.ndarray:
