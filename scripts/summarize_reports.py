@@ -10,16 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-THREATS = [
-    "oblivious",
-    "transfer",
-    "bpda",
-    "eot",
-    "bpda-eot",
-    "blackbox-scores",
-    "blackbox-label",
-    "worst-case",
-]
+from fencebox.harness.report import THREAT_ORDER as THREATS
 
 
 def _pct(x: float) -> str:
