@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -18,8 +19,13 @@ err_console = Console(stderr=True)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 
 
+def print_error(message: object) -> None:
+    """Print an error in red on stderr; the message is shown literally (brackets are not rich markup)."""
+    err_console.print(f"[bold red]error:[/] {escape(str(message))}")
+
+
 def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
+    print_error(message)
     return typer.Exit(code=2)
 
 
@@ -137,7 +143,7 @@ def purify_command(
     done = len(files) - len(failures)
     console.print(f"purified {done} of {len(files)} images with [cyan]{c}[/] -> {out}")
     for f in failures:
-        err_console.print(f"[yellow]skipped:[/] {f}")
+        err_console.print(f"[yellow]skipped:[/] {escape(f)}")
     if failures:
         raise typer.Exit(code=1)
 

@@ -72,3 +72,13 @@ def test_purify_skips_unreadable_files_and_says_so(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "purified 1 of 2" in result.output
     assert (tmp_path / "o" / "ok.png").exists()
+
+
+def test_error_messages_keep_their_brackets(tmp_path: Path) -> None:
+    """Ranges like [lo, hi] in an error must reach the user, not vanish as terminal markup."""
+    _write_images(tmp_path / "in")
+    result = runner.invoke(
+        app, ["purify", str(tmp_path / "in"), "-c", "jpeg(quality=500)", "-o", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2
+    assert "or a range [lo, hi]" in result.output

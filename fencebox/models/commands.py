@@ -17,10 +17,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from fencebox.cli_core import print_error
 from fencebox.errors import FenceboxError
 
 console = Console()
-err_console = Console(stderr=True)
 
 
 def _config(model: str, data: str | None, overrides: dict[str, Any]) -> Any:
@@ -104,7 +104,7 @@ def train_command(
         cfg = _config(model, data, overrides)
         cfg.validate()
     except FenceboxError as e:
-        err_console.print(f"[bold red]error:[/] {e}")
+        print_error(e)
         raise typer.Exit(code=2) from e
     what = f"[bold]{cfg.name}[/] ({cfg.arch}) on {cfg.data}"
     if cfg.adversarial:
@@ -137,7 +137,7 @@ def train_command(
         try:
             result = train(cfg, on_epoch=on_epoch, on_batch=on_batch)
         except FenceboxError as e:
-            err_console.print(f"[bold red]error:[/] {e}")
+            print_error(e)
             raise typer.Exit(code=2) from e
     path = save_model(result.module, result.card, out, cfg.name)
     scores = ", ".join(f"{k} {v:.4f}" for k, v in result.card.accuracy.items()) or "no test data"
