@@ -21,3 +21,7 @@ class DataError(FenceboxError):
 
 class ModelError(FenceboxError):
     """A model reference or file cannot be loaded, or is refused as unsafe."""
+
+
+class ConfigError(FenceboxError):
+    """A configuration file, setting or command-line argument is invalid (not the image: the set-up)."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fencebox.errors import InputError
+from fencebox.errors import FenceboxError, InputError
 from fencebox.harness import DefendedClassifier
 from fencebox.harness.blackbox import hop_skip_jump, square_linf, square_p
 from fencebox.harness.geometry import distance_u8
@@ -29,7 +29,7 @@ def test_policies_expose_only_what_they_allow() -> None:
     assert top.scores is None and top.topk is not None and top.topk.tolist() == [[1, 2], [0, 2]]
     rounded = apply_policy(np.array([[0.123456, 0.876544]]), "rounded")
     assert rounded.scores is not None and rounded.scores.tolist() == [[0.12, 0.88]]
-    with pytest.raises(InputError, match="output policy"):
+    with pytest.raises(FenceboxError, match="output policy"):
         apply_policy(probs, "everything")
     with pytest.raises(InputError, match="no scores"):
         margins(label, np.array([1, 0]))

@@ -5,7 +5,7 @@ exposes them, counting every image it is asked about.  :class:`LocalOracle` runs
 path in-process (the chain's ``apply`` with a fresh draw per query, then the model);
 :class:`fencebox.harness.http_oracle.HttpOracle` asks the running FenceBox service.
 
-Policies (as in the service's route config, :mod:`fencebox.service.policy`): ``label`` (label
+Policies (one definition shared with the service: :mod:`fencebox.policy`): ``label`` (label
 only), ``topk`` (the k most likely labels in order, no scores), ``rounded`` (every probability
 rounded to ``decimals``), ``scores`` (every probability at full precision).
 """
@@ -19,12 +19,7 @@ import numpy as np
 
 from fencebox.errors import InputError
 from fencebox.harness.defended import DefendedClassifier
-
-POLICIES = ("label", "topk", "scores", "rounded")
-
-
-class BudgetExhausted(RuntimeError):
-    """Raised when a query would exceed an attack's budget."""
+from fencebox.policy import DEFAULT_DECIMALS, check_policy, expose, exposes_scores
 
 
 @dataclass
@@ -47,25 +42,15 @@ class Oracle(Protocol):
         ...
 
 
-def apply_policy(probs: np.ndarray, policy: str, k: int = 5, decimals: int = 2) -> OracleAnswer:
-    """Reduce full probabilities to what an output policy exposes."""
-    labels = probs.argmax(1).astype(np.int64)
-    if policy == "label":
-        return OracleAnswer(labels, None)
-    if policy == "scores":
-        return OracleAnswer(labels, probs.astype(np.float64))
-    if policy == "rounded":
-        return OracleAnswer(labels, np.round(probs.astype(np.float64), decimals))
-    if policy == "topk":
-        top = np.argsort(-probs, axis=1, kind="stable")[:, : min(k, probs.shape[1])]
-        return OracleAnswer(labels, None, top.astype(np.int64))
-    raise InputError(f"unknown output policy {policy!r}; expected one of {', '.join(POLICIES)}")
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+def apply_policy(
+    out: np.ndarray, policy: str, k: int = 5, decimals: int = DEFAULT_DECIMALS, kind: str = "probabilities"
+) -> OracleAnswer:
+    """Reduce model outputs to what an output policy exposes (:func:`fencebox.policy.expose`, as the service does)."""
+    shown = expose(out, policy, kind, k, decimals)
+    scores = None if shown.scores is None else shown.scores.astype(np.float64)
+    if scores is not None and policy == "rounded":
+        scores = np.round(scores, decimals)  # the float64 values the REST route prints
+    return OracleAnswer(shown.labels, scores, shown.topk)
 
 
 class LocalOracle:
@@ -74,8 +59,7 @@ class LocalOracle:
     def __init__(
         self, defended: DefendedClassifier, policy: str = "label", k: int = 5, decimals: int = 2
     ) -> None:
-        if policy not in POLICIES:
-            raise InputError(f"unknown output policy {policy!r}; expected one of {', '.join(POLICIES)}")
+        check_policy(policy)
         self.defended = defended
         self.policy = policy
         self.k = k
@@ -85,12 +69,11 @@ class LocalOracle:
     def query(self, images: np.ndarray) -> OracleAnswer:
         """Answer a uint8 NHWC batch as the service would under this oracle's policy."""
         self.queries += int(images.shape[0])
-        return apply_policy(_softmax(self.defended.judge_logits(images)), self.policy, self.k, self.decimals)
+        logits = self.defended.judge_logits(images)
+        return apply_policy(logits, self.policy, self.k, self.decimals, kind="logits")
 
 
-def exposes_margin(policy: str) -> bool:
-    """Whether a policy gives a score-based attacker the scores it needs (``scores`` or ``rounded``)."""
-    return policy in ("scores", "rounded")
+exposes_margin = exposes_scores
 
 
 def margins(answer: OracleAnswer, y: np.ndarray) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Two backends of the same maths:
 
-- NumPy (serving path): blockwise DCT quantisation as one GEMM per batch (:func:`dct_quantise_np`);
+- NumPy (serving path): blockwise DCT quantisation as one float64 GEMM per batch, snapped before every
+  rounding so an image's output never depends on its batch (:func:`dct_quantise_np`);
 - torch (gradient path): the same ops with straight-through rounding (:func:`dct_quantise_torch`) and a
   differentiable JPEG approximation (:func:`diff_jpeg`) in the style of Shin & Song (2017), "JPEG-resistant
   adversarial images": RGB -> YCbCr, chroma subsampling, 8x8 DCT, quantisation by the libjpeg tables
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
 if TYPE_CHECKING:
@@ -75,8 +75,6 @@ def dct_matrix(n: int = BLOCK) -> np.ndarray:
 _D = dct_matrix()
 KRON_DCT = np.kron(_D, _D)
 """64x64 matrix mapping a row-major flattened 8x8 block to its row-major flattened 2-D DCT."""
-_KRON32 = KRON_DCT.astype(np.float32)
-_KRON_T32 = np.ascontiguousarray(_KRON32.T)
 
 
 def quality_scale(quality: np.ndarray | int) -> np.ndarray:
@@ -97,30 +95,29 @@ def scaled_table(base: np.ndarray, quality: np.ndarray | int) -> np.ndarray:
 # ----- colour conversion ---------------------------------------------------------------------------
 
 
-def _affine_3x4(matrix: np.ndarray, offset_in: np.ndarray, offset_out: np.ndarray) -> np.ndarray:
-    """The 3x4 matrix [M | M @ -offset_in + offset_out] for cv2.transform."""
-    return np.hstack([matrix, (offset_out - matrix @ offset_in)[:, None]]).astype(np.float32)
+def _colour_np(
+    x: np.ndarray, matrix: np.ndarray, offset_in: np.ndarray, offset_out: np.ndarray
+) -> np.ndarray:
+    """``matrix @ (pixel - offset_in) + offset_out`` on every pixel of an (N, H, W, 3) batch, in float64.
 
-
-_RGB_TO_YCBCR_3X4 = _affine_3x4(_RGB_TO_YCBCR, np.zeros(3), _CHROMA_OFFSET)
-_YCBCR_TO_RGB_3X4 = _affine_3x4(_YCBCR_TO_RGB, _CHROMA_OFFSET, np.zeros(3))
-
-
-def _colour_np(x: np.ndarray, m34: np.ndarray) -> np.ndarray:
+    One matrix product; its float64 rounding may differ with the batch around a pixel (~1e-13), which is
+    why every consumer :func:`snap`-s before a rounding decision.
+    """
     n, h, w, _ = x.shape
-    return cv2.transform(np.ascontiguousarray(x, dtype=np.float32).reshape(n * h, w, 3), m34).reshape(
-        n, h, w, 3
-    )
+    flat = np.asarray(x, dtype=np.float64).reshape(-1, 3)
+    out = flat @ matrix.T
+    out += offset_out - matrix @ offset_in
+    return out.reshape(n, h, w, 3)
 
 
 def rgb_to_ycbcr_np(x: np.ndarray) -> np.ndarray:
-    """RGB -> YCbCr (JFIF, values 0-255) of a float32 (N, H, W, 3) batch (one OpenCV call)."""
-    return _colour_np(x, _RGB_TO_YCBCR_3X4)
+    """RGB -> YCbCr (JFIF, values 0-255) of a (N, H, W, 3) batch, as float64."""
+    return _colour_np(x, _RGB_TO_YCBCR, np.zeros(3), _CHROMA_OFFSET)
 
 
 def ycbcr_to_rgb_np(x: np.ndarray) -> np.ndarray:
-    """YCbCr (JFIF) -> RGB of a float32 (N, H, W, 3) batch (not clipped)."""
-    return _colour_np(x, _YCBCR_TO_RGB_3X4)
+    """YCbCr (JFIF) -> RGB of a (N, H, W, 3) batch, as float64 (not clipped)."""
+    return _colour_np(x, _YCBCR_TO_RGB, _CHROMA_OFFSET, np.zeros(3))
 
 
 def rgb_to_ycbcr_torch(x: torch.Tensor) -> torch.Tensor:
@@ -170,31 +167,49 @@ def _pad_amount(size: int, multiple: int) -> int:
     return (-size) % multiple
 
 
+SNAP = float(2**-16)
+"""Grid that float64 results are snapped to before any rounding decision (see :func:`snap`)."""
+
+
+def snap(x: np.ndarray) -> np.ndarray:
+    """Snap float64 values to multiples of 2^-16, in place, and return them.
+
+    Summation order (BLAS kernels, SIMD tails, threads) moves float64 results by ~1e-12, which decides
+    exact ties such as 65.5 differently for the same image in different batches.  Snapping first maps
+    every such neighbourhood to the same grid point, so the rounding that follows is per-image invariant.
+    """
+    x *= 1.0 / SNAP
+    np.rint(x, out=x)
+    x *= SNAP
+    return x
+
+
 def dct_quantise_np(images: np.ndarray, table: np.ndarray) -> np.ndarray:
     """Level-shift, 8x8 DCT, quantise by ``table`` (8x8 steps), dequantise, IDCT, on every plane of a batch.
 
-    ``images`` is float32 channel-last (N, H, W, C) with values 0-255 and any H, W (edges replicated to
-    whole blocks, then cropped); the result has the same shape.  Rounding is half to even, after
-    multiplying by the reciprocal steps in float32 (exactly as :func:`dct_quantise_torch` does).
-    Vectorised: every block of the batch goes through one (M, 64) x (64, 64) matrix product each way,
-    computed in place on two buffers (fresh large temporaries cost more than the arithmetic).
+    ``images`` is channel-last (N, H, W, C) with values 0-255 and any H, W (edges replicated to whole
+    blocks, then cropped); the result is float64 of the same shape, snapped to the :data:`SNAP` grid so
+    that a caller's rounding is bit-identical for an image alone or in any batch.  Quantisation rounds
+    half to even on snapped quotients.  Vectorised: every block of the batch goes through one
+    (M, 64) x (64, 64) matrix product each way, in float64.
     """
     n, h, w, c = images.shape
     ph, pw = _pad_amount(h, BLOCK), _pad_amount(w, BLOCK)
     x = np.pad(images, [(0, 0), (0, ph), (0, pw), (0, 0)], mode="edge") if ph or pw else images
     hb, wb = (h + ph) // BLOCK, (w + pw) // BLOCK
-    blocks = np.empty((n, hb, wb, c, BLOCK, BLOCK), dtype=np.float32)
+    blocks = np.empty((n, hb, wb, c, BLOCK, BLOCK), dtype=np.float64)
     np.copyto(blocks, x.reshape(n, hb, BLOCK, wb, BLOCK, c).transpose(0, 1, 3, 5, 2, 4))
     flat = blocks.reshape(-1, BLOCK * BLOCK)
-    flat -= np.float32(128)
-    steps = np.asarray(table, dtype=np.float32).reshape(BLOCK * BLOCK)
-    coef = np.matmul(flat, _KRON_T32)
-    coef *= np.float32(1) / steps
-    np.rint(coef, out=coef)
+    flat -= 128.0
+    steps = np.asarray(table, dtype=np.float64).reshape(BLOCK * BLOCK)
+    coef = np.matmul(flat, KRON_DCT.T)
+    coef /= steps
+    np.rint(snap(coef), out=coef)
     coef *= steps
-    np.matmul(coef, _KRON32, out=flat)
-    flat += np.float32(128)
-    out = np.empty((n, hb * BLOCK, wb * BLOCK, c), dtype=np.float32)
+    np.matmul(coef, KRON_DCT, out=flat)
+    flat += 128.0
+    snap(flat)
+    out = np.empty((n, hb * BLOCK, wb * BLOCK, c), dtype=np.float64)
     np.copyto(out.reshape(n, hb, BLOCK, wb, BLOCK, c), blocks.transpose(0, 1, 4, 2, 5, 3))
     return out[:, :h, :w] if ph or pw else out
 

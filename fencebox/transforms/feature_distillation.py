@@ -29,6 +29,7 @@ from fencebox.transforms._dct import (
     rgb_to_ycbcr_np,
     rgb_to_ycbcr_torch,
     round_ste,
+    snap,
     ycbcr_to_rgb_np,
     ycbcr_to_rgb_torch,
 )
@@ -84,13 +85,11 @@ class FeatureDistillation(Transform):
 
     def apply(self, images: np.ndarray, params: Params) -> np.ndarray:
         """Quantise every 8x8 DCT block of every plane (one matrix product each way for the whole batch)."""
-        x = images.astype(np.float32)
         ycc = self._use_ycbcr(images.shape[3])
-        if ycc:
-            x = rgb_to_ycbcr_np(x)
+        x = rgb_to_ycbcr_np(images) if ycc else images
         y = dct_quantise_np(x, self._table)
         if ycc:
-            y = ycbcr_to_rgb_np(y)
+            y = snap(ycbcr_to_rgb_np(y))
         np.rint(y, out=y)
         np.clip(y, 0, 255, out=y)
         return y.astype(np.uint8)
