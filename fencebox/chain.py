@@ -45,6 +45,10 @@ class _Composite(Transform):
 
     children: list[Transform]
 
+    def cost(self, shape: Shape) -> float:
+        """Upper bound: every child may run on the whole batch (the routing picks subsets of it)."""
+        return float(sum(c.cost(shape) for c in self.children))
+
     def _init_children(self, children: Sequence[Transform]) -> None:
         self.children = list(children)
         self.randomized = type(self).randomized or any(c.randomized for c in self.children)
@@ -119,6 +123,14 @@ class Chain(_Composite):
         for c in self.children:
             shape = c.output_shape(shape)
         return shape
+
+    def cost(self, shape: Shape) -> float:
+        """The sum of the children's costs, each on the shape its predecessor outputs."""
+        total = 0.0
+        for c in self.children:
+            total += c.cost(shape)
+            shape = c.output_shape(shape)
+        return total
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         steps = []

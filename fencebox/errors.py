@@ -25,3 +25,7 @@ class ModelError(FenceboxError):
 
 class ConfigError(FenceboxError):
     """A configuration file, setting or command-line argument is invalid (not the image: the set-up)."""
+
+
+class Cancelled(FenceboxError):
+    """Work was stopped because the request it served passed its deadline or was abandoned."""

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from fencebox.errors import InputError, SpecError
+from fencebox.transforms.cancel import cancel_scope, check_cancelled, current_token
 
 if TYPE_CHECKING:
     import torch
@@ -159,6 +160,10 @@ class Transform:
     min_size: int = 1
     surrogate_kind: str = "identity"
     """How :meth:`surrogate` relates to :meth:`apply`: "exact", "approximate" or "identity" (BPDA)."""
+    cost_per_value: ClassVar[float] = 4.0
+    """Declared cost of :meth:`apply` in pixel-operations per value (pixel x channel) of the larger of
+    its input and output; :meth:`cost` multiplies it out.  Transforms whose work grows with their
+    parameters (window sizes, iterations, output size) override :meth:`cost` instead."""
 
     def __init__(self, **kwargs: Any) -> None:
         declared = {p.name: p for p in self.params}
@@ -193,6 +198,17 @@ class Transform:
     def output_shape(self, shape: Shape) -> Shape:
         """The shape of ``apply``'s output for an input batch of ``shape`` (default: unchanged)."""
         return shape
+
+    def cost(self, shape: Shape) -> float:
+        """Estimated work of :meth:`apply` on a batch of ``shape``, in pixel-operations (an upper bound).
+
+        Machine-independent units, so a server can refuse a chain before running it: roughly the number
+        of elementary operations, counted per value (pixel x channel).  The default is
+        ``cost_per_value`` times the values of the larger of the input and output batches.
+        """
+        out = self.output_shape(shape)
+        values = max(math.prod(shape), math.prod(out))
+        return float(self.cost_per_value) * float(values)
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         """Draw every random choice for a batch of ``shape`` (per-image arrays, batch axis first)."""
@@ -321,8 +337,15 @@ def apply_parallel(t: Transform, images: np.ndarray, params: Params, workers: in
         return t.apply(images, params)
     bounds = np.linspace(0, n, workers + 1).astype(int)
     chunks = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+    token = current_token()
+
+    def run_chunk(s: slice) -> np.ndarray:
+        with cancel_scope(token):
+            check_cancelled()
+            return t.apply(images[s], slice_params(params, s))
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        parts = list(pool.map(lambda s: t.apply(images[s], slice_params(params, s)), chunks))
+        parts = list(pool.map(run_chunk, chunks))
     return np.concatenate(parts, axis=0)
 
 

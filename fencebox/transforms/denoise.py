@@ -9,6 +9,7 @@ Neither has a useful exact gradient, so both surrogates are the identity (BPDA, 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import cv2
@@ -17,6 +18,7 @@ import numpy as np
 from fencebox.errors import SpecError
 from fencebox.registry import register
 from fencebox.transforms.base import Param, Params, Shape, Transform, per_image, to_float, to_uint8
+from fencebox.transforms.cancel import check_cancelled
 from fencebox.transforms.noise import as_list, draw_seeds
 
 
@@ -82,7 +84,16 @@ class NLMeans(Transform):
     def apply(self, images: np.ndarray, params: Params) -> np.ndarray:
         # One OpenCV call per image (it has no batched form); OpenCV releases the GIL, so FenceBox's
         # worker threads run images in parallel.
-        return np.ascontiguousarray(np.stack([self._one(im) for im in images]))
+        out = []
+        for im in images:
+            check_cancelled()
+            out.append(self._one(im))
+        return np.ascontiguousarray(np.stack(out))
+
+    def cost(self, shape: Shape) -> float:
+        """Every value compares a patch_size² patch at each of search_window² offsets."""
+        tws, sws = int(self.config["patch_size"]), int(self.config["search_window"])
+        return float(math.prod(shape)) * float(tws * tws + sws * sws)
 
 
 _CHUNK_ELEMENTS = 1 << 18  # floats per solver tensor (1 MiB); the solver keeps about ten of them
@@ -148,6 +159,10 @@ class TVMin(Transform):
         for i, (seed, p) in enumerate(zip(params["seed"], params["keep_prob"], strict=True)):
             out[i] = np.random.default_rng(int(seed)).random((h, w, c), dtype=np.float32) < p
         return out
+
+    def cost(self, shape: Shape) -> float:
+        """About 30 pixel-operations per value per primal-dual step."""
+        return 30.0 * float(self.config["iterations"]) * float(math.prod(shape))
 
     def apply(self, images: np.ndarray, params: Params) -> np.ndarray:
         import torch
@@ -219,7 +234,9 @@ def tv_inpaint(x: Any, mask: Any, weight: float, iterations: int) -> Any:
     b = 2.0 * tau * mask * x * a
     nrm, div = torch.empty_like(x), torch.empty_like(x)
     inv_w = 1.0 / weight
-    for _ in range(iterations):
+    for it in range(iterations):
+        if it % 16 == 0:
+            check_cancelled()
         # Dual ascent p += sigma * K zbar (p's last column/row stays zero), then projection on |p| <= weight.
         px[..., :-1].add_(zbar[..., 1:], alpha=sigma).sub_(zbar[..., :-1], alpha=sigma)
         py[..., :-1, :].add_(zbar[..., 1:, :], alpha=sigma).sub_(zbar[..., :-1, :], alpha=sigma)
