@@ -8,7 +8,7 @@ import pytest
 import fencebox
 from fencebox import InputError
 from fencebox.registry import all_transforms
-from tests.transform_contract import check_contract
+from fencebox.testing import check_contract
 
 COMBINATORS = {"chain", "choice", "random_order", "random_apply"}
 LEAVES = [name for name in all_transforms() if name not in COMBINATORS]

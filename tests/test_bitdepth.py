@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fencebox.transforms.bitdepth import BitDepth
-from tests.transform_contract import batches, check_contract
+from fencebox.testing import batches, check_contract
 
 ALL = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
 

@@ -25,7 +25,7 @@ from fencebox.transforms.feature_distillation import FeatureDistillation, distil
 from fencebox.transforms.jpeg import Jpeg, jpeg_roundtrip
 from fencebox.transforms.shield import Shield
 from fencebox.transforms.webp import Webp
-from tests.transform_contract import batches, check_contract
+from fencebox.testing import batches, check_contract
 
 SETTINGS = settings(max_examples=15, deadline=None)
 QUALITIES = (20, 50, 75, 95)

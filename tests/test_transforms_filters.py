@@ -26,7 +26,7 @@ from fencebox.transforms.blur import (
     motion_kernel,
 )
 from fencebox.transforms.median import Median, median_torch, reflect_pad, selection_network
-from tests.transform_contract import batches, check_contract
+from fencebox.testing import batches, check_contract
 
 RNG = np.random.default_rng(1234)
 NOISE = RNG.integers(0, 256, (2, 23, 31, 3), dtype=np.uint8)

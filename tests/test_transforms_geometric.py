@@ -24,7 +24,7 @@ from fencebox.transforms.base import Transform
 from fencebox.transforms.distortion import Elastic, GridDistortion
 from fencebox.transforms.geometric import Affine, Flip, RandomCrop
 from fencebox.transforms.resize_pad import ResizePad
-from tests.transform_contract import batches, check_contract
+from fencebox.testing import batches, check_contract
 
 FEW = settings(max_examples=15, deadline=None)
 

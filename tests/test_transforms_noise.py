@@ -21,7 +21,7 @@ from fencebox.transforms.base import Transform, slice_params, to_uint8
 from fencebox.transforms.denoise import NLMeans, TVMin
 from fencebox.transforms.noise import CoarseDropout, GaussianNoise
 from fencebox.transforms.pixel_deflection import PixelDeflection
-from tests.transform_contract import batches, check_contract
+from fencebox.testing import batches, check_contract
 
 FACTORIES: dict[str, Callable[[], Transform]] = {
     "gaussian_noise": GaussianNoise,
