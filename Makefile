@@ -33,6 +33,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check fencebox tests benchmarks scripts
 	$(BIN)/ruff format --check fencebox tests benchmarks scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## bench: set up with the bench extra (IBM ART) and run every benchmark script
 bench: $(VENV)/.installed-bench

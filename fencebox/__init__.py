@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fencebox.chain import Chain, Choice, RandomApply, RandomOrder
 from fencebox.errors import DataError, FenceboxError, InputError, ModelError, SpecError
 from fencebox.presets import list_presets, preset_info
 from fencebox.registry import list_transforms
 from fencebox.spec import load_chain
 from fencebox.transforms.base import Param, Transform
+from fencebox.transforms.chain import Chain, Choice, RandomApply, RandomOrder
 
 if TYPE_CHECKING:
     import numpy as np

@@ -20,8 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from fencebox.errors import SpecError
+from fencebox.presets import list_presets, preset_info
+from fencebox.registry import all_transforms, get_transform
 from fencebox.transforms.base import Transform
+from fencebox.transforms.chain import Chain
 
 # ----- parsing the compact form ---------------------------------------------------------------------
 
@@ -203,9 +208,6 @@ def _pipeline_to_dict(pipe: _Pipeline, text: str, top: bool = False) -> dict[str
 
 
 def _call_to_dict(call: _Call, text: str) -> dict[str, Any]:
-    from fencebox.presets import list_presets, preset_spec
-    from fencebox.registry import all_transforms, get_transform
-
     registry = all_transforms()
     if call.name not in registry and not call.has_parens and call.name in list_presets():
         return preset_spec(call.name)
@@ -258,52 +260,21 @@ def _plain_value(v: Any, text: str, call: _Call, key: str) -> Any:
 # ----- formatting -----------------------------------------------------------------------------------
 
 
-def _format_value(v: Any) -> str:
-    if isinstance(v, Transform):
-        return _format_nested(v)
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if v is None:
-        return "null"
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_format_value(x) for x in v) + "]"
-    return str(v)
-
-
-def _format_call(t: Transform) -> str:
-    args = ", ".join(f"{p.name}={_format_value(t.config[p.name])}" for p in t.params)
-    return f"{t.name}({args})"
-
-
-def _format_nested(t: Transform) -> str:
-    from fencebox.chain import Chain
-
-    if isinstance(t, Chain) and len(t) >= 2:
-        return " | ".join(_format_item(c) for c in t)
-    return _format_item(t)
-
-
-def _format_item(t: Transform) -> str:
-    from fencebox.chain import Chain
-
-    if isinstance(t, Chain):
-        return "chain(transforms=[" + ", ".join(_format_nested(c) for c in t) + "])"
-    return _format_call(t)
-
-
 def format_transform(t: Transform) -> str:
-    """The compact string form of a transform; a top-level chain is written with pipes."""
-    from fencebox.chain import Chain
+    """The compact string form of a transform (``str(t)``); a top-level chain is written with pipes."""
+    return str(t)
 
-    if isinstance(t, Chain):
-        if len(t) == 0:
-            return "none"
-        return " | ".join(_format_item(c) for c in t)
-    return _format_call(t)
+
+def preset_spec(name: str) -> dict[str, Any]:
+    """The dict form of a preset's chain (its catalogue entry's chain, parsed)."""
+    chain = preset_info(name)["chain"]
+    if isinstance(chain, str):
+        if chain.strip() == "none":
+            return {"name": "chain", "transforms": []}
+        return parse_compact(chain)
+    if isinstance(chain, list):
+        return {"name": "chain", "transforms": chain}
+    return dict(chain)
 
 
 # ----- building transforms from dicts ---------------------------------------------------------------
@@ -311,9 +282,6 @@ def format_transform(t: Transform) -> str:
 
 def build(spec: Any) -> Transform:
     """Build a Transform from the dict form (a list of dicts is a chain)."""
-    from fencebox.chain import Chain
-    from fencebox.registry import get_transform
-
     if isinstance(spec, Transform):
         return spec
     if isinstance(spec, list | tuple):
@@ -352,8 +320,6 @@ def _read_file(path: Path) -> Any:
             raise SpecError(
                 f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
             ) from None
-    import yaml
-
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -372,11 +338,8 @@ def _from_document(doc: Any) -> Any:
 def load_chain(spec: Any) -> Transform:
     """Build a chain from a preset name, a compact string, a dict/list, a YAML/JSON file path or a Transform.
 
-    The result is always a :class:`~fencebox.chain.Chain`, so ``load_chain(str(c)).to_spec() == c.to_spec()``.
+    The result is always a :class:`~fencebox.transforms.chain.Chain`, so ``load_chain(str(c)).to_spec() == c.to_spec()``.
     """
-    from fencebox.chain import Chain
-    from fencebox.presets import list_presets, preset_spec
-
     if isinstance(spec, Transform):
         t = spec
     elif isinstance(spec, Path):
@@ -398,8 +361,6 @@ def load_chain(spec: Any) -> Transform:
 
 def _normalise(doc: Any) -> Any:
     if isinstance(doc, str):
-        from fencebox.presets import list_presets, preset_spec
-
         return preset_spec(doc.strip()) if doc.strip() in list_presets() else parse_compact(doc)
     if doc is None:
         raise SpecError("the chain spec is empty")

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fencebox.transforms.bitdepth import BitDepth
 from fencebox.testing import batches, check_contract
+from fencebox.transforms.bitdepth import BitDepth
 
 ALL = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
 

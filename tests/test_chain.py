@@ -10,8 +10,8 @@ from PIL import Image
 
 from fencebox import InputError, load_chain
 from fencebox.chain import Chain, Choice, RandomApply, RandomOrder
-from fencebox.transforms.bitdepth import BitDepth
 from fencebox.testing import batches, check_contract
+from fencebox.transforms.bitdepth import BitDepth
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.integers(0, 256, (64, 12, 10, 3), dtype=np.uint8)

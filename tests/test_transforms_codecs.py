@@ -18,6 +18,7 @@ from fencebox import load_chain
 from fencebox.chain import Chain
 from fencebox.errors import InputError, SpecError
 from fencebox.registry import get_transform
+from fencebox.testing import batches, check_contract
 from fencebox.torch_util import nchw_float_to_nhwc_uint8, nhwc_uint8_to_nchw_float
 from fencebox.transforms._dct import LUMA_TABLE, scaled_table
 from fencebox.transforms.base import Transform
@@ -25,7 +26,6 @@ from fencebox.transforms.feature_distillation import FeatureDistillation, distil
 from fencebox.transforms.jpeg import Jpeg, jpeg_roundtrip
 from fencebox.transforms.shield import Shield
 from fencebox.transforms.webp import Webp
-from fencebox.testing import batches, check_contract
 
 SETTINGS = settings(max_examples=15, deadline=None)
 QUALITIES = (20, 50, 75, 95)

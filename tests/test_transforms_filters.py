@@ -15,6 +15,7 @@ from skimage import data as skdata
 from fencebox.errors import InputError, SpecError
 from fencebox.registry import get_transform
 from fencebox.spec import load_chain
+from fencebox.testing import batches, check_contract
 from fencebox.torch_util import nchw_float_to_nhwc_uint8, nhwc_uint8_to_nchw_float
 from fencebox.transforms.base import Transform
 from fencebox.transforms.blur import (
@@ -26,7 +27,6 @@ from fencebox.transforms.blur import (
     motion_kernel,
 )
 from fencebox.transforms.median import Median, median_torch, reflect_pad, selection_network
-from fencebox.testing import batches, check_contract
 
 RNG = np.random.default_rng(1234)
 NOISE = RNG.integers(0, 256, (2, 23, 31, 3), dtype=np.uint8)

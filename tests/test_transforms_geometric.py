@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 from fencebox.chain import Chain
 from fencebox.errors import InputError, SpecError
 from fencebox.spec import load_chain
+from fencebox.testing import batches, check_contract
 from fencebox.torch_util import nhwc_uint8_to_nchw_float
 from fencebox.transforms.base import Transform
 from fencebox.transforms.distortion import Elastic, GridDistortion
 from fencebox.transforms.geometric import Affine, Flip, RandomCrop
 from fencebox.transforms.resize_pad import ResizePad
-from fencebox.testing import batches, check_contract
 
 FEW = settings(max_examples=15, deadline=None)
 

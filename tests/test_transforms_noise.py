@@ -16,12 +16,12 @@ from skimage.restoration import denoise_wavelet
 from fencebox.errors import InputError, SpecError
 from fencebox.registry import list_transforms
 from fencebox.spec import build, load_chain
+from fencebox.testing import batches, check_contract
 from fencebox.torch_util import nhwc_uint8_to_nchw_float
 from fencebox.transforms.base import Transform, slice_params, to_uint8
 from fencebox.transforms.denoise import NLMeans, TVMin
 from fencebox.transforms.noise import CoarseDropout, GaussianNoise
 from fencebox.transforms.pixel_deflection import PixelDeflection
-from fencebox.testing import batches, check_contract
 
 FACTORIES: dict[str, Callable[[], Transform]] = {
     "gaussian_noise": GaussianNoise,

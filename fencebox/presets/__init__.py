@@ -1,7 +1,13 @@
-"""Named chains from the literature, shipped as YAML files beside this module, each with its citation."""
+"""Named chains from the literature, shipped as YAML files beside this module, each with its citation.
+
+This is the catalogue (data): each preset's document, chain as written.  Building a preset's chain is
+:mod:`fencebox.spec`'s job (``fencebox.spec.preset_spec`` and ``load_chain``), so the catalogue sits
+below the registry and the spec, which both read preset names.
+"""
 
 from __future__ import annotations
 
+import difflib
 import functools
 from importlib import resources
 from typing import Any
@@ -31,22 +37,6 @@ def preset_info(name: str) -> dict[str, Any]:
     try:
         return dict(_presets()[name])
     except KeyError:
-        import difflib
-
         close = difflib.get_close_matches(name, list_presets(), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise SpecError(f"unknown preset '{name}'{hint}") from None
-
-
-def preset_spec(name: str) -> dict[str, Any]:
-    """The dict form of a preset's chain."""
-    from fencebox.spec import parse_compact
-
-    chain = preset_info(name)["chain"]
-    if isinstance(chain, str):
-        if chain.strip() == "none":
-            return {"name": "chain", "transforms": []}
-        return parse_compact(chain)
-    if isinstance(chain, list):
-        return {"name": "chain", "transforms": chain}
-    return dict(chain)

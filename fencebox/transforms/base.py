@@ -13,10 +13,12 @@ any transform knowing about it.
 
 from __future__ import annotations
 
+import difflib
 import itertools
+import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from fencebox.errors import InputError, SpecError
+from fencebox.transforms.adapters import from_native, to_native
 from fencebox.transforms.cancel import cancel_scope, check_cancelled, current_token
 
 if TYPE_CHECKING:
@@ -140,6 +143,23 @@ def is_integral(value: Any) -> bool:
     return isinstance(value, float) and math.isfinite(value) and value.is_integer()
 
 
+def format_value(v: Any) -> str:
+    """A parameter value in the compact string form (JSON-like literals; transforms nested)."""
+    if isinstance(v, Transform):
+        return v.compact_nested()
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(format_value(x) for x in v) + "]"
+    return str(v)
+
+
 def _fmt_num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
@@ -169,8 +189,6 @@ class Transform:
         declared = {p.name: p for p in self.params}
         unknown = sorted(set(kwargs) - set(declared))
         if unknown:
-            import difflib
-
             hints = []
             for u in unknown:
                 close = difflib.get_close_matches(u, declared, n=1)
@@ -231,8 +249,6 @@ class Transform:
         ``rng`` may be a seed; ``None`` draws fresh randomness.  ``workers`` > 1 splits the batch
         across a thread pool; the output does not depend on it.
         """
-        from fencebox.transforms.adapters import from_native, to_native
-
         batch, restore = from_native(images)
         out = self.run(batch, rng, workers=workers)
         return to_native(out, restore)
@@ -259,10 +275,23 @@ class Transform:
             spec[p.name] = v
         return spec
 
-    def __str__(self) -> str:
-        from fencebox.spec import format_transform
+    # ----- the compact string form (parsed by fencebox.spec) -------------------------------------
 
-        return format_transform(self)
+    def compact_call(self) -> str:
+        """``name(param=value, ...)`` with every parameter, in declaration order."""
+        args = ", ".join(f"{p.name}={format_value(self.config[p.name])}" for p in self.params)
+        return f"{self.name}({args})"
+
+    def compact_item(self) -> str:
+        """How this transform is written as one item of a ``|`` pipeline."""
+        return self.compact_call()
+
+    def compact_nested(self) -> str:
+        """How this transform is written as the value of a combinator's parameter."""
+        return self.compact_item()
+
+    def __str__(self) -> str:
+        return self.compact_item()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self}>"
@@ -372,8 +401,3 @@ def to_float(images: np.ndarray) -> np.ndarray:
 def to_uint8(x: np.ndarray) -> np.ndarray:
     """float in [0, 1] -> uint8 by rounding to nearest and clipping."""
     return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
-
-
-def as_sequence(value: Any) -> Sequence[Any]:
-    """Wrap a scalar in a list; leave sequences alone."""
-    return value if isinstance(value, list | tuple) else [value]

@@ -7,14 +7,12 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from fencebox.registry import register
 from fencebox.transforms.base import Param, Params, Transform
 
 if TYPE_CHECKING:
     import torch
 
 
-@register
 class BitDepth(Transform):
     """Reduce each pixel to 2^bits levels: round (Feature Squeezing) or truncate (FenceBox's BdR)."""
 

@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 
 from fencebox.errors import SpecError
-from fencebox.registry import register
 from fencebox.transforms.base import Param, Params, Shape, Transform, per_image
 from fencebox.transforms.median import reflect_pad
 
@@ -168,7 +167,6 @@ def _check_odd(owner: str, name: str, value: Any) -> None:
 # ----- transforms -------------------------------------------------------------------------------------------
 
 
-@register
 class GaussianBlur(Transform):
     """Gaussian blur with a per-image sigma (a constant or drawn from a range), reflecting at borders."""
 
@@ -217,7 +215,6 @@ class GaussianBlur(Transform):
         return separable_torch(x, self._kernels(params, x.shape[0]))
 
 
-@register
 class MotionBlur(Transform):
     """Motion blur: a random straight-line kernel per image (length, angle, direction), reflecting at borders."""
 
@@ -282,7 +279,6 @@ class MotionBlur(Transform):
         return grouped_conv(x, stack_centred(self._kernels(params, x.shape[0])))
 
 
-@register
 class GlassBlur(Transform):
     """Glass blur: Gaussian blur, local random pixel moves within max_delta, Gaussian blur again.
 

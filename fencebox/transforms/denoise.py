@@ -16,13 +16,11 @@ import cv2
 import numpy as np
 
 from fencebox.errors import SpecError
-from fencebox.registry import register
 from fencebox.transforms.base import Param, Params, Shape, Transform, per_image, to_float, to_uint8
 from fencebox.transforms.cancel import check_cancelled
 from fencebox.transforms.noise import as_list, draw_seeds
 
 
-@register
 class NLMeans(Transform):
     """Non-local means (Feature Squeezing's "11-3-4": search window 11, patch 3, strength 4) with OpenCV.
 
@@ -99,7 +97,6 @@ class NLMeans(Transform):
 _CHUNK_ELEMENTS = 1 << 18  # floats per solver tensor (1 MiB); the solver keeps about ten of them
 
 
-@register
 class TVMin(Transform):
     """Total-variance minimisation (Guo et al. 2018): random pixel dropout, then TV reconstruction.
 

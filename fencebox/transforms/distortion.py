@@ -10,7 +10,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from fencebox.registry import register
 from fencebox.transforms._warp import Grid, WarpTransform, fold_reflect, separable_grid, snap
 from fencebox.transforms.base import Param, Params, Shape
 
@@ -28,7 +27,6 @@ def _axis_from_steps(size: int, steps: np.ndarray) -> np.ndarray:
     return np.clip(src, 0.0, size - 1.0)
 
 
-@register
 class GridDistortion(WarpTransform):
     """Stretch and squeeze each image along a coarse grid of random cell sizes (albumentations-style)."""
 
@@ -80,7 +78,6 @@ def elastic_field(seed: int, h: int, w: int, alpha: float, sigma: float) -> tupl
     return dx, dy
 
 
-@register
 class Elastic(WarpTransform):
     """Elastic deformation (Simard et al. 2003): a smoothed random displacement field, mirrored at borders.
 

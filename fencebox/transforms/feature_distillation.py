@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fencebox.errors import SpecError
-from fencebox.registry import register
 from fencebox.transforms._dct import (
     BLOCK,
     clamp_ste,
@@ -46,7 +45,6 @@ def distillation_table(low_step: float, high_step: float, low_bands: int) -> np.
     return table
 
 
-@register
 class FeatureDistillation(Transform):
     """DNN-oriented JPEG quantisation (Liu et al. 2019): fine steps on low DCT bands, coarse on the rest."""
 

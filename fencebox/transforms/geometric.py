@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fencebox.errors import InputError, SpecError
-from fencebox.registry import register
 from fencebox.transforms._warp import (
     OUTSIDE,
     Border,
@@ -34,7 +33,6 @@ def _draw(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
     return per_image([lo, hi], rng, n) if lo < hi else per_image(float(lo), rng, n)
 
 
-@register
 class Affine(WarpTransform):
     """Random shift, scale and rotation about the image centre (FenceBox's PRO-TAT), bilinear.
 
@@ -105,7 +103,6 @@ class Affine(WarpTransform):
         return snap(map_x), snap(map_y)
 
 
-@register
 class RandomCrop(WarpTransform):
     """Crop a random region (side fraction in [min_scale, max_scale]) and rescale it to the input size.
 
@@ -145,7 +142,6 @@ class RandomCrop(WarpTransform):
         return separable_grid(resize_axis(w, 0, left, cw, w), resize_axis(h, 0, top, ch, h))
 
 
-@register
 class Flip(Transform):
     """Mirror each image left-right with probability p."""
 

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from fencebox.registry import register
 from fencebox.transforms._codec import QualityCodec, codec_roundtrip, quality_param
 from fencebox.transforms._dct import SUBSAMPLING_FACTORS, diff_jpeg
 from fencebox.transforms.base import Param, Params
@@ -46,7 +45,6 @@ SUBSAMPLING = Param(
 """The chroma subsampling parameter of every transform that runs libjpeg (jpeg, shield)."""
 
 
-@register
 class Jpeg(QualityCodec):
     """JPEG encode + decode in memory (libjpeg-turbo via OpenCV); quality fixed or drawn per image."""
 

@@ -25,7 +25,6 @@ import cv2
 import numpy as np
 
 from fencebox.errors import SpecError
-from fencebox.registry import register
 from fencebox.transforms.base import Param, Params, Shape, Transform, per_image
 
 if TYPE_CHECKING:
@@ -192,7 +191,6 @@ def median_network(
 # ----- the transform --------------------------------------------------------------------------------------
 
 
-@register
 class Median(Transform):
     """Per-channel median filter over a size x size window (scipy median_filter, mode "reflect", exactly)."""
 

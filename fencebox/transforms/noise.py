@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fencebox.registry import register
 from fencebox.transforms.base import Param, Params, Shape, Transform, per_image
 
 if TYPE_CHECKING:
@@ -27,7 +26,6 @@ def as_list(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-@register
 class GaussianNoise(Transform):
     """Add zero-mean Gaussian noise of standard deviation ``sigma`` grey levels (on the 0-255 scale).
 
@@ -87,7 +85,6 @@ class GaussianNoise(Transform):
         return (x + noise.to(device=x.device, dtype=x.dtype) / 255.0).clamp(0.0, 1.0)
 
 
-@register
 class CoarseDropout(Transform):
     """Set a few random rectangles to a constant fill value (cutout; albumentations' CoarseDropout).
 

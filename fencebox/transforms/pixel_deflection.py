@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pywt
 
-from fencebox.registry import register
 from fencebox.transforms.base import Param, Params, Shape, Transform, to_float, to_uint8
 from fencebox.transforms.noise import draw_seeds
 
@@ -174,7 +173,6 @@ def deflection_indices(
     return img, ch, ty, tx, sy, sx
 
 
-@register
 class PixelDeflection(Transform):
     """Pixel deflection (Prakash et al. 2018): random local pixel swaps, then BayesShrink wavelet denoising.
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from fencebox.errors import InputError, SpecError
-from fencebox.registry import register
 from fencebox.transforms._warp import Border, Grid, WarpTransform, resize_axis, separable_grid
 from fencebox.transforms.base import Param, Params, Shape, per_image
 
@@ -22,7 +21,6 @@ def scaled_size(scale: float, size: int) -> int:
     return max(1, round(scale * size))
 
 
-@register
 class ResizePad(WarpTransform):
     """Resize by a random factor, then zero-pad at a random offset to a fixed size (Xie et al. 2018)."""
 

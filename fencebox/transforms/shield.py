@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fencebox.errors import InputError, SpecError
-from fencebox.registry import register
 from fencebox.transforms._dct import diff_jpeg
 from fencebox.transforms.base import Param, Params, Shape, Transform, is_integral
 from fencebox.transforms.jpeg import SUBSAMPLING, jpeg_roundtrip
@@ -62,7 +61,6 @@ def expand_block_map(block_map: np.ndarray, block: int, height: int, width: int)
     return np.repeat(np.repeat(block_map, block, axis=-2), block, axis=-1)[..., :height, :width]
 
 
-@register
 class Shield(Transform):
     """SHIELD (Das et al. 2018): every 8x8 block JPEG-compressed at a quality drawn from a list."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from fencebox.registry import register
 from fencebox.transforms._codec import QualityCodec, codec_roundtrip, quality_param
 
 MAX_SIDE = 16383
@@ -21,7 +20,6 @@ def webp_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     return codec_roundtrip(image, "webp", ".webp", [cv2.IMWRITE_WEBP_QUALITY, int(quality)], MAX_SIDE)
 
 
-@register
 class Webp(QualityCodec):
     """Lossy WebP encode + decode in memory (libwebp via OpenCV); quality fixed or drawn per image."""
 
