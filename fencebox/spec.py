@@ -294,7 +294,8 @@ def build(spec: Any) -> Transform:
     if not isinstance(name, str):
         raise SpecError(f"a transform's 'name' must be a string, got {name!r}")
     cls = get_transform(name)
-    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    given = {k: v for k, v in spec.items() if k != "name"}
+    kwargs = cls.bind(given)
     for p in cls.params:
         if p.name in kwargs and p.kind == "transforms":
             value = kwargs[p.name]
@@ -303,7 +304,14 @@ def build(spec: Any) -> Transform:
             kwargs[p.name] = [build(s) for s in value]
         elif p.name in kwargs and p.kind == "transform":
             kwargs[p.name] = build(kwargs[p.name])
-    return cls(**kwargs)
+    old = [k for k in given if k in cls.renamed]
+    try:
+        return cls(**kwargs)
+    except SpecError as exc:
+        if not old:
+            raise
+        spelled = ", ".join(f"'{k}'={given[k]!r}" for k in old)
+        raise SpecError(f"{exc} (read from the old spelling {spelled})") from None
 
 
 def _read_file(path: Path) -> Any:

@@ -88,30 +88,6 @@ def test_yaml_and_json_files(tmp_path) -> None:
     assert load_chain(j).to_spec() == chain.to_spec()
 
 
-@pytest.mark.parametrize("name", fencebox.list_presets())
-def test_every_preset_loads_and_round_trips(name: str) -> None:
-    info = fencebox.preset_info(name)
-    assert info["reference"] and info["description"]
-    chain = load_chain(name)
-    assert load_chain(str(chain)).to_spec() == chain.to_spec()
-
-
-def test_default_preset_is_the_documented_chain() -> None:
-    assert (
-        load_chain("fencebox-default").to_spec()
-        == load_chain(
-            "jpeg(quality=75) | bit_depth(bits=5) | median(size=3) | resize_pad(min_scale=0.9, max_scale=1.0)"
-        ).to_spec()
-    )
-    assert load_chain("none").to_spec() == {"name": "chain", "transforms": []}
-    assert str(load_chain("none")) == "none"
-
-
-def test_presets_expand_inside_a_chain() -> None:
-    chain = load_chain("guo2018-bitdepth | bit_depth(bits=5)")
-    assert [t.to_spec()["bits"] for t in chain[0]] == [3]
-
-
 @pytest.mark.parametrize(
     ("spec", "fragments"),
     [

@@ -21,6 +21,7 @@ import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -171,7 +172,8 @@ class Transform:
     ``randomized`` and ``min_size`` (the smallest H and W they accept), and implement
     :meth:`apply`; random ones implement :meth:`sample`; exact or approximate differentiable ones
     override :meth:`surrogate` (the default is the identity: BPDA).  Validated parameter values
-    are stored in ``self.config`` and as attributes of the same names.
+    live in one place, the read-only ``self.config``; attributes of the same names read them, and
+    setting one is an error (build a new transform instead).
     """
 
     name: ClassVar[str] = ""
@@ -185,31 +187,87 @@ class Transform:
     its input and output; :meth:`cost` multiplies it out.  Transforms whose work grows with their
     parameters (window sizes, iterations, output size) override :meth:`cost` instead."""
 
+    _config: dict[str, Any]
+    renamed: ClassVar[Mapping[str, tuple[str, int]]] = MappingProxyType({})
+    """Old parameter spellings still read from specs: ``{"min_scale": ("scale", 0)}`` means a spec's
+    ``min_scale`` is the low end of today's ``scale=[lo, hi]`` range (``max_scale`` would be index 1)."""
+
     def __init__(self, **kwargs: Any) -> None:
-        declared = {p.name: p for p in self.params}
-        unknown = sorted(set(kwargs) - set(declared))
+        """Validate the parameters (SpecError naming the parameter and its range) and store them.
+
+        Built-in transforms declare an explicit signature and pass their arguments here by keyword;
+        a plugin may also take ``**kwargs`` and rely on this constructor alone.
+        """
+        given = self.bind(kwargs)
+        config: dict[str, Any] = {}
+        for p in self.params:
+            if p.name in given:
+                config[p.name] = p.validate(self.name, given[p.name])
+            elif isinstance(p.default, list | tuple) and p.kind not in ("transform", "transforms"):
+                config[p.name] = list(p.default)  # a fresh list: the declaration is never shared or mutated
+            else:
+                config[p.name] = p.default
+        object.__setattr__(self, "_config", config)
+        self._check()
+        object.__setattr__(self, "_sealed", True)
+
+    @classmethod
+    def bind(cls, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Map spec arguments onto the declared parameters, old spellings upgraded to today's.
+
+        Raises SpecError for an unknown parameter (suggesting the closest name), a missing required one,
+        or a value given in both its old and new spelling.  Values are validated by the constructor.
+        """
+        declared = {p.name: p for p in cls.params}
+        given = dict(kwargs)
+        upgraded: dict[str, list[Any]] = {}
+        for old, (new, index) in cls.renamed.items():
+            if old in given:
+                if new in kwargs:
+                    raise SpecError(f"{cls.name}: give '{new}' or its old spelling '{old}', not both")
+                upgraded.setdefault(new, [None, None])[index] = given.pop(old)
+        for new, pair in upgraded.items():
+            default = declared[new].default
+            lo, hi = default if isinstance(default, list | tuple) else (default, default)
+            given[new] = [lo if pair[0] is None else pair[0], hi if pair[1] is None else pair[1]]
+        unknown = sorted(set(given) - set(declared))
         if unknown:
             hints = []
             for u in unknown:
-                close = difflib.get_close_matches(u, declared, n=1)
+                close = difflib.get_close_matches(u, [*declared, *cls.renamed], n=1)
                 hints.append(f"'{u}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
             accepted = ", ".join(declared) or "none"
-            raise SpecError(f"{self.name}: unknown parameter {', '.join(hints)}; accepted: {accepted}")
-        config: dict[str, Any] = {}
-        for p in self.params:
-            if p.name in kwargs:
-                config[p.name] = p.validate(self.name, kwargs[p.name])
-            elif p.required:
-                raise SpecError(f"{self.name}: missing required parameter '{p.name}' ({p.describe_range()})")
-            else:
-                config[p.name] = p.default
-        self.config = config
-        for k, v in config.items():
-            setattr(self, k, v)
-        self._check()
+            raise SpecError(f"{cls.name}: unknown parameter {', '.join(hints)}; accepted: {accepted}")
+        for p in cls.params:
+            if p.required and p.name not in given:
+                raise SpecError(f"{cls.name}: missing required parameter '{p.name}' ({p.describe_range()})")
+        return given
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The validated parameter values (read-only; the one place they are stored)."""
+        return MappingProxyType(self._config)
+
+    def __getattr__(self, key: str) -> Any:
+        # Only reached when normal lookup fails: parameters read through to the config.
+        config = self.__dict__.get("_config")
+        if config is not None and key in config:
+            return config[key]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if self.__dict__.get("_sealed") and (key in self._config or key in self.renamed):
+            raise AttributeError(
+                f"{self.name}: parameter '{key}' is read-only; build a new transform instead, "
+                f"e.g. {type(self).__name__}(**{{**t.config, '{key}': ...}})"
+            )
+        object.__setattr__(self, key, value)
 
     def _check(self) -> None:
-        """Cross-parameter validation hook; raise SpecError when the combination is invalid."""
+        """Cross-parameter validation hook; raise SpecError when the combination is invalid.
+
+        It may normalise values in ``self._config`` (the config is read-only once it returns).
+        """
 
     # ----- the contract -------------------------------------------------------------------------
 
@@ -391,6 +449,19 @@ def per_image(value: Any, rng: np.random.Generator, n: int, integer: bool = Fals
             return rng.integers(int(lo), int(hi) + 1, size=n)
         return rng.uniform(float(lo), float(hi), size=n)
     return np.full(n, value, dtype=np.int64 if integer else np.float64)
+
+
+def min_max_spelling(name: str) -> Mapping[str, tuple[str, int]]:
+    """The :attr:`Transform.renamed` entry reading old ``min_<name>``/``max_<name>`` pairs as ``<name>=[lo, hi]``."""
+    return MappingProxyType({f"min_{name}": (name, 0), f"max_{name}": (name, 1)})
+
+
+def bounds(value: Any) -> tuple[Any, Any]:
+    """``(lo, hi)`` of a parameter that is a constant or a range ``[lo, hi]`` (a constant is both)."""
+    if isinstance(value, list | tuple):
+        lo, hi = value
+        return lo, hi
+    return value, value
 
 
 def to_float(images: np.ndarray) -> np.ndarray:

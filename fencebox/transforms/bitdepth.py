@@ -25,8 +25,9 @@ class BitDepth(Transform):
     )
     surrogate_kind = "identity"
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, bits: int = 5, mode: str = "round") -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(bits=bits, mode=mode)
         self._lut = self._table()
 
     def _table(self) -> np.ndarray:

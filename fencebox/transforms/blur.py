@@ -9,7 +9,7 @@ exact up to float rounding: at most one grey level after quantisation.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import cv2
@@ -194,6 +194,10 @@ class GaussianBlur(Transform):
     surrogate_kind = "exact"
     min_size = 3
 
+    def __init__(self, sigma: float | Sequence[float] = 1.0, kernel_size: int | None = None) -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(sigma=sigma, kernel_size=kernel_size)
+
     def _check(self) -> None:
         _check_odd(self.name, "kernel_size", self.config["kernel_size"])
         sigma = self.config["sigma"]
@@ -244,6 +248,15 @@ class MotionBlur(Transform):
     )
     surrogate_kind = "exact"
     min_size = 3
+
+    def __init__(
+        self,
+        kernel_size: int | Sequence[int] = (3, 7),
+        angle: float | Sequence[float] = (0.0, 360.0),
+        direction: float | Sequence[float] = (-1.0, 1.0),
+    ) -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(kernel_size=kernel_size, angle=angle, direction=direction)
 
     def _check(self) -> None:
         _check_odd(self.name, "kernel_size", self.config["kernel_size"])
@@ -309,8 +322,9 @@ class GlassBlur(Transform):
     surrogate_kind = "exact"
     randomized = True
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, sigma: float | Sequence[float] = 0.7, max_delta: int = 1, iterations: int = 2) -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(sigma=sigma, max_delta=max_delta, iterations=iterations)
         self.min_size = max(3, 2 * int(self.config["max_delta"]) + 1)
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:

@@ -103,10 +103,13 @@ class Chain(_Composite):
     name = "chain"
     params = (Param("transforms", "transforms", default=(), doc="the transforms, in order"),)
 
-    def __init__(self, transforms: Sequence[Transform] = (), **kwargs: Any) -> None:
-        super().__init__(transforms=list(transforms), **kwargs)
-        self._init_children(_check_children(self.name, self.config["transforms"]))
-        self.config["transforms"] = self.children
+    def __init__(self, transforms: Sequence[Transform] = ()) -> None:
+        """``transforms``: the transforms to run, in order (none: the identity)."""
+        super().__init__(transforms=transforms)
+
+    def _check(self) -> None:
+        self._init_children(_check_children(self.name, self._config["transforms"]))
+        self._config["transforms"] = self.children
 
     def __str__(self) -> str:
         """Top level: the items joined by pipes (``none`` for the empty chain)."""
@@ -172,9 +175,13 @@ class Choice(_Composite):
         Param("transforms", "transforms", doc="the transforms to pick from"),
     )
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._init_children(_check_children(self.name, self.config["transforms"]))
+    def __init__(self, *, k: int = 1, transforms: Sequence[Transform]) -> None:
+        """``k`` of the ``transforms`` run per image, picked without replacement."""
+        super().__init__(k=k, transforms=transforms)
+
+    def _check(self) -> None:
+        self._init_children(_check_children(self.name, self._config["transforms"]))
+        self._config["transforms"] = self.children
         if not self.children:
             raise SpecError("choice: 'transforms' must not be empty")
         if self.config["k"] > len(self.children):
@@ -226,9 +233,13 @@ class RandomOrder(_Composite):
     randomized = True
     params = (Param("transforms", "transforms", doc="the transforms to shuffle"),)
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._init_children(_check_children(self.name, self.config["transforms"]))
+    def __init__(self, transforms: Sequence[Transform]) -> None:
+        """Every one of ``transforms`` runs once per image, in an order drawn per image."""
+        super().__init__(transforms=transforms)
+
+    def _check(self) -> None:
+        self._init_children(_check_children(self.name, self._config["transforms"]))
+        self._config["transforms"] = self.children
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         self._require_shape_preserving(shape)
@@ -270,9 +281,12 @@ class RandomApply(_Composite):
         Param("transform", "transform", doc="the transform to apply"),
     )
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        child = self.config["transform"]
+    def __init__(self, *, p: float = 0.5, transform: Transform) -> None:
+        """``transform`` runs on each image with probability ``p``."""
+        super().__init__(p=p, transform=transform)
+
+    def _check(self) -> None:
+        child = self._config["transform"]
         if not isinstance(child, Transform):
             raise SpecError("random_apply: 'transform' must be a transform")
         self._init_children([child])

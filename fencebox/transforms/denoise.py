@@ -10,6 +10,7 @@ Neither has a useful exact gradient, so both surrogates are the identity (BPDA, 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
@@ -54,6 +55,19 @@ class NLMeans(Transform):
     )
     randomized = False
     surrogate_kind = "identity"
+
+    def __init__(
+        self,
+        search_window: int = 11,
+        patch_size: int = 3,
+        h: float = 4.0,
+        h_color: float | None = None,
+        color: str = "lab",
+    ) -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(
+            search_window=search_window, patch_size=patch_size, h=h, h_color=h_color, color=color
+        )
 
     def _check(self) -> None:
         for key in ("search_window", "patch_size"):
@@ -141,8 +155,14 @@ class TVMin(Transform):
     min_size = 2
     surrogate_kind = "identity"
 
+    def __init__(
+        self, keep_prob: float | Sequence[float] = 0.5, weight: float = 0.03, iterations: int = 50
+    ) -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(keep_prob=keep_prob, weight=weight, iterations=iterations)
+
     def _check(self) -> None:
-        self.config["keep_prob"] = self.keep_prob = as_list(self.config["keep_prob"])
+        self._config["keep_prob"] = as_list(self._config["keep_prob"])
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         n = shape[0]

@@ -45,6 +45,10 @@ class GridDistortion(WarpTransform):
         ),
     )
 
+    def __init__(self, num_steps: int = 5, distort_limit: float = 0.3) -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(num_steps=num_steps, distort_limit=distort_limit)
+
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         """Per image: the relative size of each grid cell along x and along y."""
         n, k, d = shape[0], self.config["num_steps"], self.config["distort_limit"]
@@ -99,6 +103,10 @@ class Elastic(WarpTransform):
             doc="Gaussian smoothing of the field, in pixels",
         ),
     )
+
+    def __init__(self, alpha: float = 34.0, sigma: float = 4.0) -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(alpha=alpha, sigma=sigma)
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         """Per image: the seed of its displacement field."""

@@ -68,6 +68,12 @@ class FeatureDistillation(Transform):
     )
     surrogate_kind = "approximate"
 
+    def __init__(
+        self, low_step: float = 25.0, high_step: float = 30.0, low_bands: int = 4, colorspace: str = "ycbcr"
+    ) -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(low_step=low_step, high_step=high_step, low_bands=low_bands, colorspace=colorspace)
+
     def _check(self) -> None:
         if float(self.config["low_step"]) > float(self.config["high_step"]):
             raise SpecError(

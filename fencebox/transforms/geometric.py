@@ -7,11 +7,12 @@ Affine and crop resample through one NumPy grid shared by ``apply`` (cv2.remap) 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fencebox.errors import InputError, SpecError
+from fencebox.errors import InputError
 from fencebox.transforms._warp import (
     OUTSIDE,
     Border,
@@ -22,7 +23,17 @@ from fencebox.transforms._warp import (
     separable_grid,
     snap,
 )
-from fencebox.transforms.base import Param, Params, Shape, Transform, batch_size, check_batch, per_image
+from fencebox.transforms.base import (
+    Param,
+    Params,
+    Shape,
+    Transform,
+    batch_size,
+    bounds,
+    check_batch,
+    min_max_spelling,
+    per_image,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -36,7 +47,7 @@ def _draw(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
 class Affine(WarpTransform):
     """Random shift, scale and rotation about the image centre (FenceBox's PRO-TAT), bilinear.
 
-    Per image: rotation in ``[-max_rotate, max_rotate]`` degrees, zoom in ``[min_scale, max_scale]``,
+    Per image: rotation in ``[-max_rotate, max_rotate]`` degrees, zoom in ``scale`` = ``[lo, hi]``,
     shift in ``[-max_shift, max_shift]`` of the width and of the height.  Uncovered areas are filled
     by mirroring the image (``border="reflect"``, the default: no black corners for a classifier to
     notice) or with black (``border="constant"``).
@@ -54,18 +65,32 @@ class Affine(WarpTransform):
             high=1.0,
             doc="largest shift, as a fraction of the side",
         ),
-        Param("min_scale", "float", default=0.9, low=0.05, high=10.0, doc="smallest zoom factor"),
-        Param("max_scale", "float", default=1.1, low=0.05, high=10.0, doc="largest zoom factor"),
+        Param(
+            "scale",
+            "float",
+            default=[0.9, 1.1],
+            low=0.05,
+            high=10.0,
+            allow_range=True,
+            doc="zoom factor, or a per-image range [lo, hi]",
+        ),
         Param("max_rotate", "float", default=15.0, low=0.0, high=180.0, doc="largest rotation, in degrees"),
         Param(
             "border", "str", default="reflect", choices=("reflect", "constant"), doc="fill: mirror or black"
         ),
     )
 
-    def _check(self) -> None:
-        lo, hi = self.config["min_scale"], self.config["max_scale"]
-        if lo > hi:
-            raise SpecError(f"affine: parameter 'min_scale' ({lo}) must not exceed 'max_scale' ({hi})")
+    renamed = min_max_spelling("scale")
+
+    def __init__(
+        self,
+        max_shift: float = 0.1,
+        scale: float | Sequence[float] = (0.9, 1.1),
+        max_rotate: float = 15.0,
+        border: str = "reflect",
+    ) -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(max_shift=max_shift, scale=scale, max_rotate=max_rotate, border=border)
 
     def fill_mode(self) -> Border:
         """Reflection is folded into the grid (then edge-clipped); constant means zeros outside."""
@@ -77,7 +102,7 @@ class Affine(WarpTransform):
         r, s = self.config["max_rotate"], self.config["max_shift"]
         return {
             "angle": _draw(rng, -r, r, n),
-            "scale": _draw(rng, self.config["min_scale"], self.config["max_scale"], n),
+            "scale": _draw(rng, *bounds(self.config["scale"]), n),
             "shift": rng.uniform(-s, s, size=(n, 2)) if s > 0 else np.zeros((n, 2)),
         }
 
@@ -104,7 +129,7 @@ class Affine(WarpTransform):
 
 
 class RandomCrop(WarpTransform):
-    """Crop a random region (side fraction in [min_scale, max_scale]) and rescale it to the input size.
+    """Crop a random region (side fraction in ``scale`` = [lo, hi]) and rescale it to the input size.
 
     Guo et al. 2018's crop-and-rescale.  The crop box is in whole pixels at a random position; the
     rescale is bilinear with half-pixel centres, clamped at the crop's edges (``cv2.resize`` of the crop).
@@ -114,20 +139,27 @@ class RandomCrop(WarpTransform):
     randomized = True
     min_size = 2
     params = (
-        Param("min_scale", "float", default=0.8, low=0.01, high=1.0, doc="smallest crop side, as a fraction"),
-        Param("max_scale", "float", default=1.0, low=0.01, high=1.0, doc="largest crop side, as a fraction"),
+        Param(
+            "scale",
+            "float",
+            default=[0.8, 1.0],
+            low=0.01,
+            high=1.0,
+            allow_range=True,
+            doc="crop side as a fraction of the image's, or a per-image range [lo, hi]",
+        ),
     )
+    renamed = min_max_spelling("scale")
 
-    def _check(self) -> None:
-        lo, hi = self.config["min_scale"], self.config["max_scale"]
-        if lo > hi:
-            raise SpecError(f"random_crop: parameter 'min_scale' ({lo}) must not exceed 'max_scale' ({hi})")
+    def __init__(self, scale: float | Sequence[float] = (0.8, 1.0)) -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(scale=scale)
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         """Per image: the side fraction, and the position as fractions of the free room."""
         n = shape[0]
         return {
-            "scale": _draw(rng, self.config["min_scale"], self.config["max_scale"], n),
+            "scale": _draw(rng, *bounds(self.config["scale"]), n),
             "offset": rng.random((n, 2)),
         }
 
@@ -149,6 +181,10 @@ class Flip(Transform):
     randomized = True
     surrogate_kind = "exact"
     params = (Param("p", "float", default=0.5, low=0.0, high=1.0, doc="probability of flipping an image"),)
+
+    def __init__(self, p: float = 0.5) -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(p=p)
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         """Per image: whether to flip it."""

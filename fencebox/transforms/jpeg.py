@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import cv2
@@ -54,6 +55,10 @@ class Jpeg(QualityCodec):
         SUBSAMPLING,
     )
     surrogate_kind = "approximate"
+
+    def __init__(self, quality: int | Sequence[int] = 75, subsampling: str = "4:2:0") -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(quality=quality, subsampling=subsampling)
 
     def roundtrip(self, image: np.ndarray, quality: int) -> np.ndarray:
         """One libjpeg round trip at ``quality`` with the configured chroma subsampling."""

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from fencebox.errors import SpecError
-from fencebox.transforms.base import Param, Params, Shape, Transform, per_image
+from fencebox.transforms.base import Param, Params, Shape, Transform, bounds, per_image
 
 if TYPE_CHECKING:
     import torch
@@ -208,11 +208,12 @@ class Median(Transform):
     )
     surrogate_kind = "exact"
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        size = self.config["size"]
-        self.randomized = isinstance(size, list) and size[0] != size[1]
-        self.min_size = int(max(size) if isinstance(size, list) else size)
+    def __init__(self, size: int | Sequence[int] = 3) -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(size=size)
+        lo, hi = bounds(self.config["size"])
+        self.randomized = lo != hi
+        self.min_size = int(hi)
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         """Draw the window size of each image (a constant when ``size`` is a single number)."""

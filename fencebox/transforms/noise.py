@@ -6,6 +6,7 @@ same mask) as :meth:`apply`, so an adaptive attacker sees the true function, not
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,8 +53,12 @@ class GaussianNoise(Transform):
     randomized = True
     surrogate_kind = "exact"
 
+    def __init__(self, sigma: float | Sequence[float] = (4.0, 8.0)) -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(sigma=sigma)
+
     def _check(self) -> None:
-        self.config["sigma"] = self.sigma = as_list(self.config["sigma"])
+        self._config["sigma"] = as_list(self._config["sigma"])
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         n = shape[0]
@@ -120,9 +125,19 @@ class CoarseDropout(Transform):
     randomized = True
     surrogate_kind = "exact"
 
+    def __init__(
+        self,
+        holes: int | Sequence[int] = (1, 2),
+        hole_height: float | Sequence[float] = (0.1, 0.2),
+        hole_width: float | Sequence[float] = (0.1, 0.2),
+        fill: int = 0,
+    ) -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(holes=holes, hole_height=hole_height, hole_width=hole_width, fill=fill)
+
     def _check(self) -> None:
         for key in ("holes", "hole_height", "hole_width"):
-            self.config[key] = as_list(self.config[key])
+            self._config[key] = as_list(self._config[key])
             setattr(self, key, self.config[key])
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:

@@ -204,6 +204,12 @@ class PixelDeflection(Transform):
     min_size = 2
     surrogate_kind = "exact"
 
+    def __init__(
+        self, deflections: int = 200, window: int = 10, denoise: bool = True, sigma: float | None = 0.04
+    ) -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(deflections=deflections, window=window, denoise=denoise, sigma=sigma)
+
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         return {"seed": draw_seeds(rng, shape[0])}
 

@@ -1,7 +1,7 @@
 """Randomized resize-and-pad (Xie et al. 2018, "Mitigating Adversarial Effects Through Randomization";
 FenceBox's RAND).
 
-Per image: draw a scale ``s`` in ``[min_scale, max_scale]``, resize the image bilinearly to
+Per image: draw a scale ``s`` in ``scale`` = ``[lo, hi]``, resize the image bilinearly to
 ``round(s * H) x round(s * W)`` (the same factor on both axes), and place it at a random offset on a
 black canvas of ``out_size``.  The resize and the placement are one sampling grid (see ``_warp``),
 so the surrogate is exact.
@@ -9,11 +9,13 @@ so the surrogate is exact.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from fencebox.errors import InputError, SpecError
 from fencebox.transforms._warp import Border, Grid, WarpTransform, resize_axis, separable_grid
-from fencebox.transforms.base import Param, Params, Shape, per_image
+from fencebox.transforms.base import Param, Params, Shape, bounds, min_max_spelling, per_image
 
 
 def scaled_size(scale: float, size: int) -> int:
@@ -28,8 +30,15 @@ class ResizePad(WarpTransform):
     randomized = True
     min_size = 2
     params = (
-        Param("min_scale", "float", default=0.9, low=0.05, high=8.0, doc="smallest resize factor"),
-        Param("max_scale", "float", default=1.0, low=0.05, high=8.0, doc="largest resize factor"),
+        Param(
+            "scale",
+            "float",
+            default=[0.9, 1.0],
+            low=0.05,
+            high=8.0,
+            allow_range=True,
+            doc="resize factor, or a per-image range [lo, hi]",
+        ),
         Param(
             "out_size",
             "int",
@@ -41,14 +50,18 @@ class ResizePad(WarpTransform):
         ),
     )
 
+    renamed = min_max_spelling("scale")
+
+    def __init__(self, scale: float | Sequence[float] = (0.9, 1.0), out_size: int | None = None) -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(scale=scale, out_size=out_size)
+
     def _check(self) -> None:
-        lo, hi, out = self.config["min_scale"], self.config["max_scale"], self.config["out_size"]
-        if lo > hi:
-            raise SpecError(f"resize_pad: parameter 'min_scale' ({lo}) must not exceed 'max_scale' ({hi})")
+        hi, out = bounds(self.config["scale"])[1], self.config["out_size"]
         if out is None and hi > 1.0:
             raise SpecError(
-                f"resize_pad: parameter 'max_scale' must be <= 1 when out_size is null (the resized image "
-                f"must fit in the input's size), got {hi}; set out_size to pad to a larger canvas"
+                f"resize_pad: parameter 'scale' must be at most 1 when out_size is null (the resized image "
+                f"must fit in the input's size), got {self.config['scale']}; set out_size to pad to a larger canvas"
             )
 
     def fill_mode(self) -> Border:
@@ -65,19 +78,19 @@ class ResizePad(WarpTransform):
     def _check_fits(self, shape: Shape) -> None:
         _, h, w, _ = shape
         _, oh, ow, _ = self.output_shape(shape)
-        hi = self.config["max_scale"]
+        hi = bounds(self.config["scale"])[1]
         sh, sw = scaled_size(hi, h), scaled_size(hi, w)
         if sh > oh or sw > ow:
             raise InputError(
-                f"resize_pad: a {h}x{w} image resized by max_scale={hi} is {sh}x{sw}, which does not fit "
-                f"in the {oh}x{ow} output; use a larger out_size or a smaller max_scale"
+                f"resize_pad: a {h}x{w} image resized by scale={hi} is {sh}x{sw}, which does not fit "
+                f"in the {oh}x{ow} output; use a larger out_size or a smaller scale"
             )
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         """Per image: the scale, and the offset as fractions of the free room (shape-independent)."""
         self._check_fits(shape)
         n = shape[0]
-        lo, hi = self.config["min_scale"], self.config["max_scale"]
+        lo, hi = bounds(self.config["scale"])
         scale = per_image([lo, hi], rng, n) if lo < hi else per_image(lo, rng, n)
         return {"scale": scale, "offset": rng.random((n, 2))}
 

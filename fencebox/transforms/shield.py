@@ -12,6 +12,7 @@ JPEG luma block.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -77,9 +78,14 @@ class Shield(Transform):
     randomized = True
     surrogate_kind = "approximate"
 
+    def __init__(
+        self, qualities: Sequence[int] = (20, 40, 60, 80), block: int = 8, subsampling: str = "4:2:0"
+    ) -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(qualities=qualities, block=block, subsampling=subsampling)
+
     def _check(self) -> None:
-        self.config["qualities"] = list(self.config["qualities"])
-        self.qualities = self.config["qualities"]
+        self._config["qualities"] = list(self._config["qualities"])
         self.randomized = len(self.qualities) > 1
 
     def _grid(self, height: int, width: int) -> tuple[int, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -28,6 +30,10 @@ class Webp(QualityCodec):
     # VP8 intra coding (block prediction, 4x4 integer transform, adaptive segment quantisers, loop filter)
     # has no honest cheap differentiable twin: the surrogate is the identity (BPDA).
     surrogate_kind = "identity"
+
+    def __init__(self, quality: int | Sequence[int] = 75) -> None:
+        """See the class docstring and :attr:`params` for each parameter's meaning and range."""
+        super().__init__(quality=quality)
 
     def roundtrip(self, image: np.ndarray, quality: int) -> np.ndarray:
         """One libwebp round trip at ``quality``."""
