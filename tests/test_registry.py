@@ -14,7 +14,7 @@ import pytest
 import fencebox
 from fencebox import InputError
 from fencebox.registry import all_transforms
-from fencebox.testing import check_contract
+from fencebox.testing import check_contract, check_cost
 
 COMBINATORS = {"chain", "choice", "random_order", "random_apply"}
 LEAVES = [name for name in all_transforms() if name not in COMBINATORS]
@@ -138,3 +138,28 @@ def test_installed_plugin_package_is_discovered(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "plugin ok" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("small", "large"),
+    [
+        ("median(size=3)", "median(size=[3, 9])"),
+        ("gaussian_blur(sigma=1)", "gaussian_blur(sigma=5)"),
+        ("motion_blur(kernel_size=3)", "motion_blur(kernel_size=[3, 31])"),
+        ("glass_blur(sigma=0.5)", "glass_blur(sigma=3)"),
+        ("pixel_deflection(deflections=10)", "pixel_deflection(deflections=10000)"),
+        ("elastic(sigma=2)", "elastic(sigma=20)"),
+        ("chain(transforms=[])", "chain(transforms=[median(size=3), jpeg])"),
+    ],
+)
+def test_declared_cost_grows_with_the_work_a_parameter_asks_for(small: str, large: str) -> None:
+    shape = (4, 64, 48, 3)
+    lo, hi = fencebox.load_chain(small).cost(shape), fencebox.load_chain(large).cost(shape)
+    assert 0 < lo < hi < float("inf")
+
+
+@pytest.mark.parametrize("name", LEAVES)
+def test_declared_cost_is_positive_finite_and_scales_with_the_batch(name: str) -> None:
+    t = all_transforms()[name]()
+    one, four = check_cost(t, (1, 32, 32, 3)), check_cost(t, (4, 32, 32, 3))
+    assert four == pytest.approx(4 * one)

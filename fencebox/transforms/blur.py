@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from fencebox.errors import SpecError
-from fencebox.transforms.base import Param, Params, Shape, Transform, per_image
+from fencebox.transforms.base import Param, Params, Shape, Transform, bounds, per_image
 from fencebox.transforms.median import reflect_pad
 
 if TYPE_CHECKING:
@@ -203,6 +203,11 @@ class GaussianBlur(Transform):
         sigma = self.config["sigma"]
         self.randomized = isinstance(sigma, list) and sigma[0] != sigma[1]
 
+    def cost(self, shape: Shape) -> float:
+        """Pixel-operations: ``2 * k + 4`` per value for the widest kernel side ``k`` (two separable passes)."""
+        k = self.config["kernel_size"] or gaussian_kernel_size(float(bounds(self.config["sigma"])[1]))
+        return float(2 * int(k) + 4) * float(math.prod(shape))
+
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         """Draw each image's sigma."""
         return {"sigma": per_image(self.config["sigma"], rng, shape[0])}
@@ -261,6 +266,11 @@ class MotionBlur(Transform):
     def _check(self) -> None:
         _check_odd(self.name, "kernel_size", self.config["kernel_size"])
         self.randomized = any(isinstance(v, list) and v[0] != v[1] for v in self.config.values())
+
+    def cost(self, shape: Shape) -> float:
+        """Pixel-operations: ``k² + 4`` per value for the longest line ``k`` (a dense 2-d correlation)."""
+        k = int(bounds(self.config["kernel_size"])[1])
+        return float(k * k + 4) * float(math.prod(shape))
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         """Draw each image's line length (odd), angle and direction."""
@@ -326,6 +336,13 @@ class GlassBlur(Transform):
         """See the class docstring and :attr:`params` for each parameter's meaning and range."""
         super().__init__(sigma=sigma, max_delta=max_delta, iterations=iterations)
         self.min_size = max(3, 2 * int(self.config["max_delta"]) + 1)
+
+    def cost(self, shape: Shape) -> float:
+        """Pixel-operations per value: two separable blurs (``4 * k`` for the widest kernel side ``k``),
+        the composed moves (``iterations`` per pixel) and the rounding."""
+        k = gaussian_kernel_size(float(bounds(self.config["sigma"])[1]))
+        per_value = 4 * k + int(self.config["iterations"]) + 8
+        return float(per_value) * float(math.prod(shape))
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         """Draw each image's sigma and the seed of its displacement field."""

@@ -12,12 +12,13 @@ with their slice of the child's params, so determinism per seed and thread-split
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fencebox.errors import InputError, SpecError
+from fencebox.errors import SpecError
 from fencebox.transforms.base import Param, Params, Shape, Transform, slice_params
 
 if TYPE_CHECKING:
@@ -45,8 +46,9 @@ class _Composite(Transform):
     children: list[Transform]
 
     def cost(self, shape: Shape) -> float:
-        """Upper bound: every child may run on the whole batch (the routing picks subsets of it)."""
-        return float(sum(c.cost(shape) for c in self.children))
+        """Upper bound: every child may run on the whole batch (the routing picks subsets of it); at
+        least one pixel-operation per value, the copy that routing makes."""
+        return max(float(sum(c.cost(shape) for c in self.children)), float(math.prod(shape)))
 
     def _init_children(self, children: Sequence[Transform]) -> None:
         self.children = list(children)
@@ -57,7 +59,7 @@ class _Composite(Transform):
     def _require_shape_preserving(self, shape: Shape) -> None:
         for c in self.children:
             if c.output_shape(shape) != shape:
-                raise InputError(
+                raise SpecError(
                     f"{self.name}: every child must keep the image shape, but {c} maps {shape} to "
                     f"{c.output_shape(shape)}; use out_size equal to the input size"
                 )
@@ -75,7 +77,7 @@ def _route(
         if out is None:
             out = np.empty((images.shape[0], *res.shape[1:]), dtype=res.dtype)
         elif res.shape[1:] != out.shape[1:]:
-            raise InputError(f"children produced different image shapes: {res.shape[1:]} vs {out.shape[1:]}")
+            raise SpecError(f"children produced different image shapes: {res.shape[1:]} vs {out.shape[1:]}")
         out[idx] = res
     assert out is not None
     return out
@@ -140,12 +142,13 @@ class Chain(_Composite):
         return shape
 
     def cost(self, shape: Shape) -> float:
-        """The sum of the children's costs, each on the shape its predecessor outputs."""
-        total = 0.0
+        """The sum of the children's costs, each on the shape its predecessor outputs (at least one
+        pixel-operation per value: even the empty chain hands the batch on)."""
+        total, values = 0.0, float(math.prod(shape))
         for c in self.children:
             total += c.cost(shape)
             shape = c.output_shape(shape)
-        return total
+        return max(total, values)
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         steps = []
@@ -190,7 +193,7 @@ class Choice(_Composite):
     def output_shape(self, shape: Shape) -> Shape:
         outs = {c.output_shape(shape) for c in self.children}
         if len(outs) != 1:
-            raise InputError(f"choice: children produce different shapes from {shape}: {sorted(outs)}")
+            raise SpecError(f"choice: children produce different shapes from {shape}: {sorted(outs)}")
         return outs.pop()
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:

@@ -7,6 +7,8 @@ Both resample through one NumPy grid shared by ``apply`` (cv2.remap) and ``surro
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -48,6 +50,11 @@ class GridDistortion(WarpTransform):
     def __init__(self, num_steps: int = 5, distort_limit: float = 0.3) -> None:
         """See the class docstring and :attr:`params` for each parameter's meaning and range."""
         super().__init__(num_steps=num_steps, distort_limit=distort_limit)
+
+    def cost(self, shape: Shape) -> float:
+        """Pixel-operations: 12 per value for the bilinear remap, plus 8 per pixel to build the maps."""
+        n, h, w, _ = shape
+        return 12.0 * float(math.prod(shape)) + 8.0 * float(n * h * w)
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         """Per image: the relative size of each grid cell along x and along y."""
@@ -107,6 +114,14 @@ class Elastic(WarpTransform):
     def __init__(self, alpha: float = 34.0, sigma: float = 4.0) -> None:
         """See the class docstring and :attr:`params` for each parameter's meaning and range."""
         super().__init__(alpha=alpha, sigma=sigma)
+
+    def cost(self, shape: Shape) -> float:
+        """Pixel-operations: 12 per value for the bilinear remap, plus per pixel the two Gaussian-smoothed
+        displacement fields (separable, kernel side ``8 * sigma + 1``: ``4 * (8 * sigma + 1)``) and 16 for
+        the noise, folding and snapping."""
+        n, h, w, _ = shape
+        k = 8.0 * float(self.config["sigma"]) + 1.0
+        return 12.0 * float(math.prod(shape)) + (4.0 * k + 16.0) * float(n * h * w)
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         """Per image: the seed of its displacement field."""

@@ -17,6 +17,7 @@ window pixel, so it is exact and its gradient flows to the selected pixel.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -214,6 +215,15 @@ class Median(Transform):
         lo, hi = bounds(self.config["size"])
         self.randomized = lo != hi
         self.min_size = int(hi)
+
+    def cost(self, shape: Shape) -> float:
+        """Pixel-operations: ``size² + 4`` per value (pixel x channel) for the largest window drawn.
+
+        An upper bound: OpenCV's odd-size median is sublinear in the window, the even-size selection
+        network about ``size² log size / 2`` min/max per value, both under ``size²`` plus the padding.
+        """
+        size = int(bounds(self.config["size"])[1])
+        return float(size * size + 4) * float(math.prod(shape))
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         """Draw the window size of each image (a constant when ``size`` is a single number)."""

@@ -26,6 +26,7 @@ colour transform can lower its estimate by a few percent).
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import TYPE_CHECKING
 
@@ -209,6 +210,14 @@ class PixelDeflection(Transform):
     ) -> None:
         """See the class docstring and :attr:`params` for each parameter's meaning and range."""
         super().__init__(deflections=deflections, window=window, denoise=denoise, sigma=sigma)
+
+    def cost(self, shape: Shape) -> float:
+        """Pixel-operations: 60 per value for the wavelet denoiser (colour transform, Haar levels, thresholds;
+        4 without it) plus 40 per swap (``deflections`` per channel and image, drawn and applied)."""
+        n, _, _, c = shape
+        per_value = 60.0 if self.config["denoise"] else 4.0
+        swaps = float(n) * float(c) * float(self.config["deflections"])
+        return per_value * float(math.prod(shape)) + 40.0 * swaps
 
     def sample(self, rng: np.random.Generator, shape: Shape) -> Params:
         return {"seed": draw_seeds(rng, shape[0])}

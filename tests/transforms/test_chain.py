@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from PIL import Image
 
-from fencebox import InputError, load_chain
+from fencebox import InputError, SpecError, load_chain
 from fencebox.chain import Chain, Choice, RandomApply, RandomOrder
 from fencebox.testing import batches, check_contract
 from fencebox.transforms.bitdepth import BitDepth
@@ -128,3 +128,18 @@ def test_bad_inputs_raise_input_error(images: object, fragment: str) -> None:
 
 def test_empty_chain_is_identity() -> None:
     np.testing.assert_array_equal(load_chain("none")(IMAGES), IMAGES)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "choice(transforms=[resize_pad(out_size=20), flip])",
+        "random_order(transforms=[resize_pad(out_size=20), flip])",
+        "random_apply(transform=resize_pad(out_size=20))",
+        "choice(k=2, transforms=[resize_pad(out_size=20), flip])",
+    ],
+)
+def test_combinators_whose_children_change_the_shape_are_spec_errors(spec: str) -> None:
+    # A configuration mistake (the children disagree on the output shape), not a bad image.
+    with pytest.raises(SpecError, match="shape"):
+        load_chain(spec)(np.zeros((2, 16, 16, 3), np.uint8), rng=0)
