@@ -164,6 +164,8 @@ class RedisBucketStore:
     ) -> None:
         try:
             import redis  # optional extra: only the redis backend needs it
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
         except ImportError:
             raise ConfigError(
                 "rate_limit.backend 'redis' needs the redis client: pip install 'fencebox[redis]'"
@@ -179,7 +181,10 @@ class RedisBucketStore:
             config.redis_url,
             socket_timeout=config.redis_timeout_s,
             socket_connect_timeout=config.redis_timeout_s,
-            retry_on_timeout=False,
+            # one immediate retry on a fresh connection: enough after a Redis restart broke the pooled
+            # ones, and an outage costs at most two timeouts per retry_s (then the breaker answers)
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
             health_check_interval=0,
         )
         self._script: Any = self._client.register_script(TOKEN_BUCKET_LUA)
