@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "docker" / "k8s"
 SCHEMAS = ROOT / "docker" / "schemas"
 K8S_VERSION = "1.31"  # the oldest Kubernetes minor the manifests promise to work with
+K8S_LATEST = ".".join(kubernetes_validate.latest_version().split(".")[:2])  # and the newest it ships
 
 
 @pytest.fixture(autouse=True)
@@ -65,17 +66,18 @@ def _by_kind_name(kind: str, name: str) -> dict[str, Any]:
     return next(d for _, d in DOCS if d["kind"] == kind and d["metadata"]["name"] == name)
 
 
-def _kubernetes_definitions() -> Resource[Any]:
-    """kubernetes-validate's strict definitions for K8S_VERSION (the files it ships, read offline)."""
+def _kubernetes_definitions(version: str) -> Resource[Any]:
+    """kubernetes-validate's strict definitions for ``version`` (the files it ships, read offline)."""
     folder = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
-    (versioned,) = [p for p in folder.glob(f"v{K8S_VERSION}.*-local-strict")]
+    (versioned,) = [p for p in folder.glob(f"v{version}.*-local-strict")]
     return Resource.from_contents(json.loads((versioned / "_definitions.json").read_text()))
 
 
 def _validate_rayjob(doc: dict[str, Any]) -> None:
     schema = json.loads((SCHEMAS / "rayjob-ray.io-v1.json").read_text())
-    registry: Registry[Any] = _kubernetes_definitions() @ Registry()
-    jsonschema.Draft202012Validator(schema, registry=registry).validate(doc)
+    for version in (K8S_VERSION, K8S_LATEST):
+        registry: Registry[Any] = _kubernetes_definitions(version) @ Registry()
+        jsonschema.Draft202012Validator(schema, registry=registry).validate(doc)
 
 
 def validate_k8s(doc: dict[str, Any]) -> None:
@@ -83,7 +85,8 @@ def validate_k8s(doc: dict[str, Any]) -> None:
     if doc["apiVersion"] == "ray.io/v1":
         _validate_rayjob(doc)
     else:
-        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        for version in (K8S_VERSION, K8S_LATEST):
+            kubernetes_validate.validate(doc, version, strict=True)
 
 
 @pytest.mark.parametrize(("where", "doc"), DOCS, ids=[w for w, _ in DOCS])
