@@ -3,7 +3,8 @@
 Black-box attacks need thousands of queries; a budget per key turns that into days.  Keys are
 read from ``Authorization: Bearer <key>`` or ``X-API-Key``; every configured key is compared
 (with :func:`hmac.compare_digest` on SHA-256 digests) so the time taken says nothing about which
-key, or how much of one, matched.
+key, or how much of one, matched.  Where the buckets live (this process, or a Redis shared by every
+replica) is :mod:`fencebox.service.budgets`'s concern: ``Guard`` only asks its ``BucketStore``.
 """
 
 from __future__ import annotations
