@@ -188,6 +188,7 @@ class Transform:
     parameters (window sizes, iterations, output size) override :meth:`cost` instead."""
 
     _config: dict[str, Any]
+    _config_view: Mapping[str, Any]
     renamed: ClassVar[Mapping[str, tuple[str, int]]] = MappingProxyType({})
     """Old parameter spellings still read from specs: ``{"min_scale": ("scale", 0)}`` means a spec's
     ``min_scale`` is the low end of today's ``scale=[lo, hi]`` range (``max_scale`` would be index 1)."""
@@ -208,6 +209,7 @@ class Transform:
             else:
                 config[p.name] = p.default
         object.__setattr__(self, "_config", config)
+        object.__setattr__(self, "_config_view", MappingProxyType(config))
         self._check()
         object.__setattr__(self, "_sealed", True)
 
@@ -246,7 +248,7 @@ class Transform:
     @property
     def config(self) -> Mapping[str, Any]:
         """The validated parameter values (read-only; the one place they are stored)."""
-        return MappingProxyType(self._config)
+        return self._config_view
 
     def __getattr__(self, key: str) -> Any:
         # Only reached when normal lookup fails: parameters read through to the config.
