@@ -13,8 +13,9 @@ import pytest
 
 import fencebox
 from fencebox import InputError
-from fencebox.registry import all_transforms
+from fencebox.registry import all_transforms, builtin_modules, register, transform_classes
 from fencebox.testing import check_contract, check_cost
+from fencebox.transforms.base import Params, Transform
 
 COMBINATORS = {"chain", "choice", "random_order", "random_apply"}
 LEAVES = [name for name in all_transforms() if name not in COMBINATORS]
@@ -163,3 +164,28 @@ def test_declared_cost_is_positive_finite_and_scales_with_the_batch(name: str) -
     t = all_transforms()[name]()
     one, four = check_cost(t, (1, 32, 32, 3)), check_cost(t, (4, 32, 32, 3))
     assert four == pytest.approx(4 * one)
+
+
+class _Invert(Transform):
+    """Invert every pixel: a transform defined in user code, registered without an entry point."""
+
+    name = "invert_registered_in_a_test"
+
+    def apply(self, images: np.ndarray, params: Params) -> np.ndarray:
+        return 255 - images
+
+
+def test_register_makes_a_user_transform_available_to_specs() -> None:
+    assert register(_Invert) is _Invert
+    assert "invert_registered_in_a_test" in fencebox.list_transforms()
+    chain = fencebox.load_chain("invert_registered_in_a_test | bit_depth(bits=8)")
+    np.testing.assert_array_equal(chain(np.zeros((1, 4, 4, 3), np.uint8)), np.full((1, 4, 4, 3), 255))
+    with pytest.raises(TypeError, match="already registered"):
+        register(type("Other", (_Invert,), {"name": "invert_registered_in_a_test"}))
+
+
+def test_builtins_are_collected_from_the_transform_modules_not_registered_by_them() -> None:
+    import fencebox.transforms.median as median_module
+
+    assert transform_classes(median_module) == [median_module.Median]
+    assert all(not m.endswith((".base", ".adapters", ".cancel")) for m in builtin_modules())
