@@ -99,7 +99,9 @@ def to_batch(route: Route, tensors: list[Tensor]) -> np.ndarray:
     if t.datatype == "FP32":
         x = t.data.astype(np.float32, copy=False)
         if not np.all(np.isfinite(x)) or float(x.min()) < 0.0 or float(x.max()) > 1.0:
-            raise BadRequest(f"FP32 input '{INPUT_NAME}' must hold finite values in [0, 1]; {expected(route)}")
+            raise BadRequest(
+                f"FP32 input '{INPUT_NAME}' must hold finite values in [0, 1]; {expected(route)}"
+            )
         return np.ascontiguousarray(np.rint(x * 255.0).astype(np.uint8))
     raise BadRequest(f"input '{INPUT_NAME}' has datatype {t.datatype}; {expected(route)}")
 

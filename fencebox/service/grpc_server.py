@@ -110,7 +110,9 @@ def decode_inputs(request: Any, max_bytes: int) -> list[Tensor]:
     for i, inp in enumerate(request.inputs):
         where = f"input '{inp.name}'"
         if inp.datatype not in DTYPES:
-            raise BadRequest(f"{where}: datatype {inp.datatype!r} is not supported; use one of {', '.join(DTYPES)}")
+            raise BadRequest(
+                f"{where}: datatype {inp.datatype!r} is not supported; use one of {', '.join(DTYPES)}"
+            )
         shape = [int(d) for d in inp.shape]
         if any(d < 0 for d in shape):
             raise BadRequest(f"{where}: shape must not have negative dimensions, got {shape}")
@@ -118,10 +120,14 @@ def decode_inputs(request: Any, max_bytes: int) -> list[Tensor]:
         count = math.prod(shape)
         total += count * dtype.itemsize
         if total > max_bytes:
-            raise PayloadTooLarge(f"the inputs hold more than {max_bytes} bytes; this route accepts at most {max_bytes}")
+            raise PayloadTooLarge(
+                f"the inputs hold more than {max_bytes} bytes; this route accepts at most {max_bytes}"
+            )
         if raw:
             if inp.HasField("contents"):
-                raise BadRequest(f"{where}: send the data either in raw_input_contents or in contents, not both")
+                raise BadRequest(
+                    f"{where}: send the data either in raw_input_contents or in contents, not both"
+                )
             if len(raw[i]) != count * dtype.itemsize:
                 raise BadRequest(
                     f"{where}: raw_input_contents holds {len(raw[i])} bytes but shape {shape} of "
@@ -137,7 +143,9 @@ def decode_inputs(request: Any, max_bytes: int) -> list[Tensor]:
 
 
 def _tensor_metadata(sig: dict[str, Any]) -> Any:
-    return pb.ModelMetadataResponse.TensorMetadata(name=sig["name"], datatype=sig["datatype"], shape=sig["shape"])
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=sig["name"], datatype=sig["datatype"], shape=sig["shape"]
+    )
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -152,7 +160,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         }
         return self.rt.guard.authenticate(self.rt.guard.presented_key(metadata), _peer_host(context.peer()))
 
-    async def _serve(self, method: str, context: grpc.aio.ServicerContext, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _serve(
+        self, method: str, context: grpc.aio.ServicerContext, fn: Callable[[], Awaitable[T]]
+    ) -> T:
         """Run ``fn``; count the call; turn every failure into its gRPC status with the error's message."""
         endpoint = f"grpc:/{_SERVICE}/{method}"
         metrics = self.rt.metrics
@@ -202,7 +212,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """Name, version and protocol extensions."""
         meta = dataplane.server_metadata()
-        return pb.ServerMetadataResponse(name=meta["name"], version=meta["version"], extensions=meta["extensions"])
+        return pb.ServerMetadataResponse(
+            name=meta["name"], version=meta["version"], extensions=meta["extensions"]
+        )
 
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """The route's V2 signature: its input and the outputs its policy exposes."""
@@ -226,7 +238,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def run() -> Any:
             self._who(context)
             index = await dataplane.repository_index(self.rt, bool(request.ready))
-            return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**m) for m in index])
+            return pb.RepositoryIndexResponse(
+                models=[pb.RepositoryIndexResponse.ModelIndex(**m) for m in index]
+            )
 
         return await self._serve("RepositoryIndex", context, run)
 

@@ -155,6 +155,8 @@ async def repository_index(request: Request) -> JSONResponse:
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise BadRequest("the repository index request must be a JSON object (or empty)") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
-            raise BadRequest("the repository index request must be a JSON object with an optional boolean 'ready'")
+            raise BadRequest(
+                "the repository index request must be a JSON object with an optional boolean 'ready'"
+            )
         ready_only = doc.get("ready", False)
     return JSONResponse(await dataplane.repository_index(rt, ready_only))
