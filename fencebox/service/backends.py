@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from fencebox.errors import ModelError
+from fencebox.errors import ConfigError, ModelError
 from fencebox.models.base import Classifier
 from fencebox.service import v2codec
 from fencebox.service.errors import GatewayTimeout, UpstreamError
@@ -221,13 +221,7 @@ class UpstreamBackend(Backend):
             tensor = msg.tensors[0]
             if self.config.output_name:
                 tensor = next(t for t in msg.tensors if t.name == self.config.output_name)
-            out = np.asarray(tensor.data, dtype=np.float32)
-            if out.ndim != 2 or out.shape[0] != batch.shape[0] or out.shape[1] < 1:
-                raise v2codec.V2FormatError(
-                    f"output '{tensor.name}' has shape {list(out.shape)}, expected [{batch.shape[0]}, classes]"
-                )
-            if not np.all(np.isfinite(out)):
-                raise v2codec.V2FormatError(f"output '{tensor.name}' holds NaN or infinite values")
+            out = check_scores(tensor, batch.shape[0])
         except (v2codec.V2FormatError, StopIteration) as exc:
             what = str(exc) or f"no output named {self.config.output_name!r}"
             raise self._fail(
@@ -243,8 +237,29 @@ class UpstreamBackend(Backend):
         return f"upstream {self.base} model {self.model}"
 
 
+def check_scores(tensor: v2codec.Tensor, n: int) -> np.ndarray:
+    """An upstream's output tensor as float32 ``(n, classes)`` scores; V2FormatError if it is not one."""
+    out = np.asarray(tensor.data, dtype=np.float32)
+    if out.ndim != 2 or out.shape[0] != n or out.shape[1] < 1:
+        raise v2codec.V2FormatError(
+            f"output '{tensor.name}' has shape {list(out.shape)}, expected [{n}, classes]"
+        )
+    if not np.all(np.isfinite(out)):
+        raise v2codec.V2FormatError(f"output '{tensor.name}' holds NaN or infinite values")
+    return out
+
+
 def make_backend(route: str, config: BackendConfig, pool: Executor, metrics: Metrics) -> Backend:
     """Build the backend a route's configuration names."""
+    if config.kind == "upstream" and config.protocol == "grpc":
+        try:  # grpcio is an optional extra: imported only when a route asks for it
+            from fencebox.service.upstream_grpc import GrpcUpstreamBackend
+        except ImportError as exc:
+            raise ConfigError(
+                f"route '{route}' uses a grpc upstream but gRPC support is not installed ({exc}): "
+                "pip install 'fencebox[grpc]'"
+            ) from None
+        return GrpcUpstreamBackend(route, config, metrics)
     if config.kind == "upstream":
         return UpstreamBackend(route, config, metrics)
     return LocalBackend(resolve_classifier(config.model), pool, config.model)

@@ -68,6 +68,8 @@ class BackendConfig(_Strict):
         if self.kind == "upstream":
             if not self.url:
                 raise ValueError("an upstream backend needs 'url' (e.g. http://127.0.0.1:8080)")
+            if self.protocol == "grpc" and "://" in self.url.removeprefix("grpc://"):
+                raise ValueError(f"a grpc upstream's url is host:port or grpc://host:port, got {self.url!r}")
             if self.input_shape is None:
                 raise ValueError("an upstream backend needs 'input_shape': [H, W, C] of the upstream model")
             if self.input_shape[2] not in (1, 3) or min(self.input_shape) < 1:
