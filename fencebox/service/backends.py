@@ -239,7 +239,7 @@ def check_scores(tensor: v2codec.Tensor, n: int) -> np.ndarray:
         raise v2codec.V2FormatError(
             f"output '{tensor.name}' has shape {list(out.shape)}, expected [{n}, classes]"
         )
-    if not np.all(np.isfinite(out)):
+    if not np.isfinite(out).all():
         raise v2codec.V2FormatError(f"output '{tensor.name}' holds NaN or infinite values")
     return out
 

@@ -16,6 +16,7 @@ same protobuf symbols, so one process can import only one of them: fencebox uses
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -170,6 +171,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         status = "OK"
         try:
             return await fn()
+        except asyncio.CancelledError:  # the client went away or its deadline passed
+            status = "CANCELLED"
+            raise
         except Exception as exc:
             err = classify(exc)
             if not isinstance(exc, ServiceError) and err.status >= 500:

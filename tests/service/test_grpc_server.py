@@ -281,3 +281,26 @@ def test_no_grpc_port_no_grpc_server() -> None:
 )
 def test_peer_host(peer: str, host: str) -> None:
     assert _peer_host(peer) == host
+
+
+def test_deadlines_map_to_deadline_exceeded_and_the_server_carries_on() -> None:
+    settings = tiny_settings(
+        backend={"kind": "local", "model": "py:tests.test_service_helpers:slow_model"},
+        limits={"timeout_s": 0.1},
+        _top={"grpc_port": free_port()},
+    )
+    with serve(settings) as s:
+        c = tg.InferenceServerClient(f"127.0.0.1:{s.app.state.grpc_port}")
+        with pytest.raises(InferenceServerException) as err:  # the route's own deadline (0.3 s model)
+            c.infer("tiny", [_input(_batch(1))])
+        assert (
+            _status(err) == "StatusCode.DEADLINE_EXCEEDED"
+            and "did not answer within 0.1 s" in err.value.message()
+        )
+        with pytest.raises(InferenceServerException) as err:  # the client's deadline
+            c.infer("tiny", [_input(_batch(1))], client_timeout=0.05)
+        assert _status(err) == "StatusCode.DEADLINE_EXCEEDED"
+        assert c.is_server_live() and c.is_model_ready("tiny")
+        text = httpx.get(f"{s.url}/metrics").text
+        assert 'endpoint="grpc:/inference.GRPCInferenceService/ModelInfer",error="timeout"' in text
+        c.close()
