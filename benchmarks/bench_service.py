@@ -6,7 +6,7 @@ hits one round, not one row; the table shows medians):
 - ``kserve``             KServe's Python ModelServer serving the model directly over HTTP (baseline);
 - ``kserve-grpc``        the same server over its gRPC port (``enable_grpc``);
 - ``proxy-none``         fencebox, chain ``none``, no keys, one image per upstream call (max_batch 1,
-                         4 calls in flight), proxying KServe over HTTP: the lean proxy;
+                         up to 64 calls in flight), proxying KServe over HTTP: the lean proxy;
 - ``proxy-none-grpc``    the same over gRPC both ways (fencebox's gRPC port -> KServe's gRPC port);
 - ``proxy-none-batched`` fencebox ``none`` micro-batching the upstream calls (max_batch 32);
 - ``proxy-default``      fencebox ``fencebox-default`` proxying KServe (one image per call);
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> dict[str, Result]:
         "datatype": "UINT8",
     }
     upstream_grpc = {**upstream, "protocol": "grpc", "url": f"127.0.0.1:{kgrpc}"}
-    lean = {"max_batch": 1, "workers": 4, "max_queue": 4096}
+    lean = {"max_batch": 1, "workers": 64, "max_queue": 4096}  # no cap below the load: no queueing
     routes: dict[str, dict[str, Any]] = {
         "proxy-none": {"chain": "none", "backend": upstream, "batching": lean},
         "proxy-none-grpc": {"chain": "none", "backend": upstream_grpc, "batching": lean},
