@@ -3,6 +3,8 @@ client (and, for requests that client refuses to build, with the raw stubs it sh
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import Iterator
 
 import grpc
@@ -18,7 +20,10 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
 import fencebox
-from fencebox.service.grpc_server import _peer_host
+from fencebox.errors import ConfigError
+from fencebox.service import load_settings
+from fencebox.service.grpc_server import GrpcServer, _peer_host
+from fencebox.service.runtime import Runtime
 from tests.images import digit
 from tests.test_service_helpers import ServerThread, TinyNet, free_port, serve, tiny_settings
 
@@ -304,3 +309,26 @@ def test_deadlines_map_to_deadline_exceeded_and_the_server_carries_on() -> None:
         text = httpx.get(f"{s.url}/metrics").text
         assert 'endpoint="grpc:/inference.GRPCInferenceService/ModelInfer",error="timeout"' in text
         c.close()
+
+
+def test_grpc_port_in_use_is_a_clear_config_error() -> None:
+    settings = tiny_settings()
+    with socket.socket() as taken:  # held by a listener that would share it (as another gRPC server would)
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        runtime = Runtime(settings)
+        try:
+            with pytest.raises(ConfigError, match=f"cannot serve gRPC on 127.0.0.1:{port}"):
+                asyncio.run(GrpcServer(runtime, "127.0.0.1", port).start())
+        finally:
+            asyncio.run(runtime.close())
+
+
+def test_grpc_port_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FENCEBOX_GRPC_PORT", "9555")
+    assert load_settings().grpc_port == 9555
+    assert load_settings(grpc_port=9556).grpc_port == 9556
+    monkeypatch.delenv("FENCEBOX_GRPC_PORT")
+    assert load_settings().grpc_port is None
