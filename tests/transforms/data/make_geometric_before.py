@@ -8,6 +8,7 @@ that the committed reports stay valid.  Run once from the repository root, on th
 from __future__ import annotations
 
 import json
+from functools import cache
 from pathlib import Path
 
 import cv2
@@ -29,9 +30,14 @@ CASES: list[tuple[str, dict[str, object]]] = [
 ]
 
 
+@cache
+def _source(k: int) -> np.ndarray:
+    return [data.astronaut, data.coffee, data.chelsea, data.rocket][k % 4]()
+
+
 def photo(h: int, w: int, c: int, k: int) -> np.ndarray:
     """A real-photo test image: scikit-image photo ``k`` shrunk (INTER_AREA) and cropped to h x w x c."""
-    src = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()][k % 4]
+    src = _source(k)
     x = cv2.resize(src, (w * 3, h * 3), interpolation=cv2.INTER_AREA)[:h, :w]
     return x[..., :1] if c == 1 else x
 
