@@ -5,8 +5,9 @@ Rigid transforms use OpenCV's specialised kernel in ``apply`` and the same sampl
 
 - a resize is ``cv2.resize(INTER_LINEAR)`` against ``torch.nn.functional.interpolate(mode="bilinear",
   align_corners=False, antialias=False)`` (:func:`resize_linear`, :func:`interpolate_linear`);
-- an affine map is ``cv2.warpAffine`` (float coordinates on OpenCV 5) against ``grid_sample`` on the grid
-  of the same matrix, unsnapped.
+- an affine map is ``cv2.warpAffine`` against ``grid_sample`` on the positions warpAffine samples
+  (:func:`affine_positions`): the matrix applied in float on OpenCV 5, and OpenCV 4's fixed-point
+  positions (1/32 pixel, rounded as ``imgwarp.cpp`` rounds them) where warpAffine still works that way.
 
 Both pairs agree within 1 grey level (the uint8 rounding of the result).
 
@@ -27,6 +28,7 @@ coordinates in NumPy first, see :func:`fold_reflect`) or ``"constant"`` (zeros o
 
 from __future__ import annotations
 
+from functools import cache
 from typing import TYPE_CHECKING, Literal
 
 import cv2
@@ -98,6 +100,48 @@ def interpolate_linear(x: torch.Tensor, height: int, width: int) -> torch.Tensor
     if (int(x.shape[-2]), int(x.shape[-1])) == (height, width):
         return x
     return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
+
+
+@cache
+def warp_affine_samples_float() -> bool:
+    """Whether ``cv2.warpAffine`` samples at float positions (OpenCV 5) or on OpenCV 4's 1/32 grid.
+
+    Probed once: a shift by 0.01 pixel of a black-to-white step moves the first value by 2.55 levels
+    in float, and not at all on the fixed-point path (0.01 pixel rounds to 0/32).
+    """
+    step = np.array([[0, 255], [0, 255]], dtype=np.uint8)
+    shift = np.array([[1.0, 0.0, 0.01], [0.0, 1.0, 0.0]])
+    out = cv2.warpAffine(step, shift, (2, 2), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    return int(out[0, 0]) != 0
+
+
+AFFINE_BITS = 10
+"""OpenCV 4's fixed-point precision of affine positions (``AB_BITS`` in imgwarp.cpp)."""
+
+
+def affine_positions(matrix: np.ndarray, out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The source position ``matrix @ (x, y, 1)`` of every output pixel, as ``cv2.warpAffine`` samples it.
+
+    Float64 ``(H, W)`` maps.  On OpenCV 5 these are the exact positions.  On OpenCV 4 warpAffine
+    computes them in fixed point: ``round(M[0, 0] x 2^10)`` plus ``round((M[0, 1] y + M[0, 2]) 2^10)``
+    plus half a 1/32 step, shifted down to 1/32 pixel (and the same for y); that is reproduced here
+    so that the surrogate samples the same positions on either version.
+    """
+    oh, ow = out_hw
+    m = np.asarray(matrix, dtype=np.float64)
+    xs = np.arange(ow, dtype=np.float64)[None, :]
+    ys = np.arange(oh, dtype=np.float64)[:, None]
+    if warp_affine_samples_float():
+        return m[0, 0] * xs + m[0, 1] * ys + m[0, 2], m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
+    scale = float(1 << AFFINE_BITS)
+    half_step = (1 << AFFINE_BITS) // SUBPIXEL // 2
+    shift = AFFINE_BITS - 5  # down to 1/32 pixel (INTER_BITS = 5)
+    out = []
+    for row in (0, 1):
+        across = np.rint(m[row, 0] * xs * scale).astype(np.int64)
+        down = np.rint((m[row, 1] * ys + m[row, 2]) * scale).astype(np.int64) + half_step
+        out.append(((across + down) >> shift) / float(SUBPIXEL))
+    return out[0], out[1]
 
 
 def separable_grid(xs: np.ndarray, ys: np.ndarray) -> Grid:

@@ -20,6 +20,7 @@ from fencebox.transforms._warp import (
     Border,
     Grid,
     WarpTransform,
+    affine_positions,
     fold_reflect,
     interpolate_linear,
     resize_linear,
@@ -100,18 +101,13 @@ class Affine(WarpTransform):
         return np.array([[cos, sin, cx - cos * ox - sin * oy], [-sin, cos, cy + sin * ox - cos * oy]])
 
     def grid(self, params: Params, i: int, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> Grid:
-        """The source position of every output pixel under :meth:`matrix`, folded for ``border="reflect"``.
-
-        Unsnapped (OpenCV 5's ``warpAffine`` samples at float coordinates); folding the coordinates is
-        the same as sampling the image extended by reflection about its outer pixel edges
-        (``BORDER_REFLECT``, ``fedcba|abcdef``).
+        """Where ``cv2.warpAffine`` samples each output pixel under :meth:`matrix` (see
+        :func:`~fencebox.transforms._warp.affine_positions`), folded for ``border="reflect"``: folding
+        the positions is the same as sampling the image extended by reflection about its outer pixel
+        edges (``BORDER_REFLECT``, ``fedcba|abcdef``).
         """
-        (h, w), (oh, ow) = in_hw, out_hw
-        m = self.matrix(params, i, in_hw)
-        xs = np.arange(ow, dtype=np.float64)[None, :]
-        ys = np.arange(oh, dtype=np.float64)[:, None]
-        map_x = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
-        map_y = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
+        (h, w) = in_hw
+        map_x, map_y = affine_positions(self.matrix(params, i, in_hw), out_hw)
         if self.config["border"] == "reflect":
             return fold_reflect(map_x, w), fold_reflect(map_y, h)
         return map_x.astype(np.float32), map_y.astype(np.float32)

@@ -20,6 +20,7 @@ import torch
 
 from fencebox.registry import get_transform
 from fencebox.torch_util import nchw_float_to_nhwc_uint8, nhwc_uint8_to_nchw_float
+from fencebox.transforms._warp import warp_affine_samples_float
 from fencebox.transforms.base import slice_params
 from fencebox.transforms.geometric import Affine
 from tests.transforms.data.make_geometric_before import photo
@@ -88,8 +89,10 @@ def test_affine_matrix_is_warp_affines_inverse_map_and_grid_follows_it() -> None
     m = t.matrix(params, 0, (12, 20))
     # The grid (what the surrogate samples) is the matrix applied to every output pixel.
     mx, my = Affine(max_rotate=30.0, border="constant").grid(params, 0, (12, 20), (12, 20))
-    assert mx[3, 5] == pytest.approx(m[0, 0] * 5 + m[0, 1] * 3 + m[0, 2], abs=1e-4)
-    assert my[3, 5] == pytest.approx(m[1, 0] * 5 + m[1, 1] * 3 + m[1, 2], abs=1e-4)
+    # (Exactly on OpenCV 5; OpenCV 4's warpAffine samples at positions rounded to 1/32 pixel.)
+    tol = 1e-4 if warp_affine_samples_float() else 1 / 32
+    assert mx[3, 5] == pytest.approx(m[0, 0] * 5 + m[0, 1] * 3 + m[0, 2], abs=tol)
+    assert my[3, 5] == pytest.approx(m[1, 0] * 5 + m[1, 1] * 3 + m[1, 2], abs=tol)
     # The forward map (cv2's invertAffineTransform of it) sends the shifted centre to the centre.
     fwd = cv2.invertAffineTransform(m)
     cx, cy = 19 / 2 + params["shift"][0, 0] * 20, 11 / 2 + params["shift"][0, 1] * 12
@@ -107,7 +110,10 @@ def test_outputs_stay_close_to_the_remap_path_they_replace(index: int) -> None:
     # The old path sampled at positions snapped to 1/32 pixel; the fast kernels sample at the exact
     # positions.  So a value may move by up to |neighbour difference| / 64 (255 / 64 < 4 levels) next to
     # a sharp edge, and by at most 1 level (rounding) elsewhere: nearly every value stays within 1 level.
+    # (The fixture was written on OpenCV 5.  On OpenCV 4, warpAffine rounds positions to 1/32 pixel its
+    # own way, up to 1/32 pixel from the old snap: up to 255 / 32 < 8 levels next to an edge.)
     name, kwargs = BEFORE_CASES[index]
+    edge_bound = 4 if warp_affine_samples_float() or name != "affine" else 8
     t = get_transform(name)(**kwargs)
     keys = [k for k in BEFORE.files if k.startswith(f"out_{index}_")]
     assert keys
@@ -120,7 +126,7 @@ def test_outputs_stay_close_to_the_remap_path_they_replace(index: int) -> None:
         # a value by < 1 level, so the new output must be within 1 level there.
         flat = _local_range(old) <= 16
         assert diff[flat].max(initial=0) <= 1, (name, kwargs, key)
-        assert diff.max() <= 4, (name, kwargs, key, diff.max())
+        assert diff.max() <= edge_bound, (name, kwargs, key, diff.max())
         moved += int((diff > 1).sum())
         total += diff.size
     # Measured: <= 1% of values move by more than 1 level, 3.4% for the rotated black-bordered affine
