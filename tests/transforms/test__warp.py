@@ -108,12 +108,13 @@ BEFORE_CASES: list[tuple[str, dict[str, Any]]] = json.loads(str(BEFORE["cases"])
 @pytest.mark.parametrize("index", range(len(BEFORE_CASES)))
 def test_outputs_stay_close_to_the_remap_path_they_replace(index: int) -> None:
     # The old path sampled at positions snapped to 1/32 pixel; the fast kernels sample at the exact
-    # positions.  So a value may move by up to |neighbour difference| / 64 (255 / 64 < 4 levels) next to
-    # a sharp edge, and by at most 1 level (rounding) elsewhere: nearly every value stays within 1 level.
-    # (The fixture was written on OpenCV 5.  On OpenCV 4, warpAffine rounds positions to 1/32 pixel its
-    # own way, up to 1/32 pixel from the old snap: up to 255 / 32 < 8 levels next to an edge.)
+    # positions (within 1 level of exact bilinear, see the surrogate test).  So a value may move by up to
+    # |neighbour difference| / 64 per axis (2 x 255 / 64 < 8 levels) next to a sharp edge, and by at most
+    # 1 level (rounding) where the image is locally flat.  (The fixture was written on OpenCV 5.  On
+    # OpenCV 4, warpAffine rounds positions to 1/32 pixel its own way, up to 1/32 pixel per axis from the
+    # old snap: up to 2 x 255 / 32 < 16 levels next to an edge.)
     name, kwargs = BEFORE_CASES[index]
-    edge_bound = 4 if warp_affine_samples_float() or name != "affine" else 8
+    edge_bound = 8 if warp_affine_samples_float() or name != "affine" else 16
     t = get_transform(name)(**kwargs)
     keys = [k for k in BEFORE.files if k.startswith(f"out_{index}_")]
     assert keys
@@ -122,9 +123,10 @@ def test_outputs_stay_close_to_the_remap_path_they_replace(index: int) -> None:
         x = BEFORE["in_" + key[4:]]
         old = BEFORE[key].astype(np.int64)
         diff = np.abs(t(x, rng=1000 + index).astype(np.int64) - old)
-        # Where the old image is locally flat (all 3x3 neighbours within 16 levels), 1/64 pixel moves
-        # a value by < 1 level, so the new output must be within 1 level there.
-        flat = _local_range(old) <= 16
+        # Where the old output is locally flat (all 3x3 neighbours within 8 levels: with the fixture's
+        # zooms of at most ~3x, a source slope below ~25 levels per pixel), a move of 1/64 pixel per axis
+        # changes a value by < 1 level, so the new output must be within 1 level there.
+        flat = _local_range(old) <= 8
         assert diff[flat].max(initial=0) <= 1, (name, kwargs, key)
         assert diff.max() <= edge_bound, (name, kwargs, key, diff.max())
         moved += int((diff > 1).sum())
