@@ -52,12 +52,12 @@ function lineChart(opts) {
   const n = opts.series.length;
   opts.series.forEach((s, i) => {
     const colour = PALETTE[i % PALETTE.length];
-    const dash = DASHES[Math.floor(i / PALETTE.length) % DASHES.length] || DASHES[i % DASHES.length];
+    const dash = DASHES[i % DASHES.length];  // a dash pattern too, so curves differ without colour
     const off = (i - (n - 1) / 2) * 3;  // spread coinciding points so each stays reachable
     const pts = s.points.slice().sort((a, b) => a.x - b.x);
     const g = svg("g", { class: "series", "data-series": s.name });
     g.append(svg("polyline", {
-      class: "curve", fill: "none", stroke: colour, "stroke-width": 2, "stroke-dasharray": i >= PALETTE.length ? "6 3" : dash,
+      class: "curve", fill: "none", stroke: colour, "stroke-width": 2, "stroke-dasharray": dash,
       points: pts.map((p) => `${px(p.x) + off},${py(p.y)}`).join(" "),
     }));
     for (const p of pts) {

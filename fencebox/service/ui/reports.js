@@ -92,7 +92,9 @@ function showCharts(report) {
     });
   }
   const charts = [];
-  for (const [threat, byChain] of groups) {
+  // The worst case over every threat is the headline: its chart comes first.
+  const ordered = [...groups].sort((a, b) => Number(b[0] === "worst-case") - Number(a[0] === "worst-case"));
+  for (const [threat, byChain] of ordered) {
     const series = [...byChain].map(([name, points]) => ({ name, points }));
     charts.push(lineChart({
       title: threat, xLabel: "ε", yLabel: "robust accuracy",
