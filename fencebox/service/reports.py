@@ -59,9 +59,8 @@ class ReportStore:
         for entry in sorted(self.folder.iterdir()):
             if not NAME.match(entry.name):
                 continue
-            if entry.is_dir() and self._inside(entry / REPORT_FILE):
-                found.append(entry.name)
-            elif entry.suffix == ".json" and self._inside(entry):
+            report = entry / REPORT_FILE if entry.is_dir() else entry
+            if (entry.is_dir() or entry.suffix == ".json") and self._inside(report):
                 found.append(entry.name)
         return found
 
@@ -70,7 +69,9 @@ class ReportStore:
         if self.folder is None:
             raise ReportNotFound("no reports folder is configured (set reports_dir in the service config)")
         if not NAME.match(name) or name not in self.names():
-            raise ReportNotFound(f"no report named {name!r}; open one of: {', '.join(self.names()) or 'none'}")
+            raise ReportNotFound(
+                f"no report named {name!r}; open one of: {', '.join(self.names()) or 'none'}"
+            )
         entry = self.folder / name
         return entry / REPORT_FILE if entry.is_dir() else entry
 

@@ -269,7 +269,9 @@ def _stages_answer(route: Route, data: bytes, chain: Transform, seed: int | None
         "heatmap": {**_picture(heat), "max_difference": peak},
         "timing": {"decode": t_dec, "chain": sum(s.seconds for s in stages)},
     }
-    size = sum(len(p["image"]) for p in (body["original"], body["purified"], body["heatmap"], *body["stages"]))
+    size = sum(
+        len(p["image"]) for p in (body["original"], body["purified"], body["heatmap"], *body["stages"])
+    )
     limit = route.config.limits.max_body_bytes
     if size > limit:
         raise PayloadTooLarge(f"the stage images take {size} bytes, more than this route's limit of {limit}")
@@ -277,7 +279,9 @@ def _stages_answer(route: Route, data: bytes, chain: Transform, seed: int | None
     return body
 
 
-async def purify_stages(request: Request, model: str | None, chain: str | None, seed: int | None) -> JSONResponse:
+async def purify_stages(
+    request: Request, model: str | None, chain: str | None, seed: int | None
+) -> JSONResponse:
     """Every stage's image and time, the difference heat-map, and the model's answer on the final image.
 
     Admission is /v1/predict's: key, route, chain override, seed (only where the route allows

@@ -68,7 +68,9 @@ async def purify(
     ),
     chain: str | None = Query(None, max_length=2000, description="chain override, where the route allows it"),
     format: Literal["png", "jpeg", "webp", "bmp", "tiff"] = Query("png", description="output image format"),
-    stages: bool = Query(False, description="answer JSON: every stage's image and time, and the model's answer"),
+    stages: bool = Query(
+        False, description="answer JSON: every stage's image and time, and the model's answer"
+    ),
     seed: int | None = seed_query(),
 ) -> Response:
     """Return the purified image; the header ``X-Fencebox-Chain`` echoes the chain that ran.

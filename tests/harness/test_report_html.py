@@ -23,7 +23,9 @@ def _doc(failed: str) -> dict[str, Any]:
             "eps": e,
             "n": 20,
             "clean_accuracy": 0.9,
-            "robust_accuracy": 0.0 if t == "worst-case" else 0.5,  # every chain at one point: labels would collide
+            "robust_accuracy": 0.0
+            if t == "worst-case"
+            else 0.5,  # every chain at one point: labels would collide
             "ci95": [0.0, 0.2],
             "attacks": [],
             "queries": {"kind": "gradient", "mean": 10.0},

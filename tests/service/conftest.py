@@ -53,11 +53,17 @@ def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         _skip_loudly("the playwright package is missing: pip install -e '.[test]'")
     exe = chromium_path()
     if exe is None:
-        _skip_loudly("no Chromium found (FENCEBOX_CHROMIUM or /usr/bin/chromium): apt-get install -y chromium")
+        _skip_loudly(
+            "no Chromium found (FENCEBOX_CHROMIUM or /usr/bin/chromium): apt-get install -y chromium"
+        )
     profile = tempfile.mkdtemp(prefix="fencebox-chromium-", dir=tmp_path_factory.getbasetemp())
     with sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(
-            profile, executable_path=exe, args=CHROMIUM_ARGS, headless=True, viewport={"width": 1280, "height": 800}
+            profile,
+            executable_path=exe,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1280, "height": 800},
         )
         try:
             yield ctx
@@ -74,6 +80,7 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say loudly, at the end of the run, that the browser tests did not run."""
     for reason in _MISSING:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,7 +80,9 @@ def test_pages_and_samples_are_served(client: httpx.Client) -> None:
         assert r.content == (ROOT / "examples" / name).read_bytes()  # the package ships the README's samples
 
 
-@pytest.mark.parametrize("path", ["/ui/static/..%2Fapp.py", "/ui/static/routes_ui.py", "/ui/samples/..%2F__init__.py"])
+@pytest.mark.parametrize(
+    "path", ["/ui/static/..%2Fapp.py", "/ui/static/routes_ui.py", "/ui/samples/..%2F__init__.py"]
+)
 def test_static_files_only_from_the_shipped_list(client: httpx.Client, path: str) -> None:
     r = client.get(path)
     assert r.status_code == 404 and r.json()["code"] == "not_found"
@@ -134,7 +135,10 @@ def test_stages_show_every_stage_and_the_label(client: httpx.Client) -> None:
     expected = fencebox.load_chain(chain).run(img[None, :, :, None], 1)
     assert np.array_equal(_image(body["purified"]["image"]), expected[0, :, :, 0])
     assert np.array_equal(_image(body["original"]["image"]), img)
-    assert body["answer"] == {"label": int(TinyNet().predict(expected)[0]), "class_name": body["answer"]["class_name"]}
+    assert body["answer"] == {
+        "label": int(TinyNet().predict(expected)[0]),
+        "class_name": body["answer"]["class_name"],
+    }
     assert set(body["answer"]) == {"label", "class_name"}  # policy label: no scores
     assert body["heatmap"]["max_difference"] == int(np.abs(expected[0].astype(int) - img[:, :, None]).max())
     assert all(s["seconds"] >= 0 for s in body["stages"])
@@ -152,10 +156,14 @@ def test_stages_answer_only_what_the_policy_allows(client: httpx.Client) -> None
 def test_seed_draws_the_same_and_only_where_overrides_are_allowed(client: httpx.Client) -> None:
     data = png(digit(6))
     chain = "choice(k=1, transforms=[median(size=3), jpeg(quality=30), bit_depth(bits=2)])"
-    runs = [client.post(f"/v1/purify?stages=true&chain={chain}&seed={s}", content=data).json() for s in (5, 5)]
+    runs = [
+        client.post(f"/v1/purify?stages=true&chain={chain}&seed={s}", content=data).json() for s in (5, 5)
+    ]
     same = [[{k: v for k, v in st.items() if k != "seconds"} for st in run["stages"]] for run in runs]
     assert same[0] == same[1]
-    assert runs[0]["stages"][0]["drawn"]["picked"][0] in [str(t) for t in fencebox.load_chain(chain)[0].children]
+    assert runs[0]["stages"][0]["drawn"]["picked"][0] in [
+        str(t) for t in fencebox.load_chain(chain)[0].children
+    ]
     r = client.post("/v1/purify?stages=true&model=locked&seed=5", content=data)
     assert r.status_code == 403 and "seed" in r.json()["error"]
     r = client.post("/v1/purify?seed=5", content=data)
@@ -167,12 +175,17 @@ def test_seed_draws_the_same_and_only_where_overrides_are_allowed(client: httpx.
 def test_stages_stay_within_the_route_output_limit(client: httpx.Client) -> None:
     rng = np.random.default_rng(0)
     noisy = rng.integers(0, 256, (28, 28), dtype=np.uint8)  # incompressible: each stage PNG ~ 1 kB
-    r = client.post("/v1/purify?stages=true&model=small&chain=bit_depth(bits=7)|bit_depth(bits=6)", content=png(noisy))
+    r = client.post(
+        "/v1/purify?stages=true&model=small&chain=bit_depth(bits=7)|bit_depth(bits=6)", content=png(noisy)
+    )
     assert r.status_code == 413 and "stage images" in r.json()["error"]
 
 
 def test_reports_by_name_only(client: httpx.Client, reports_dir: Path) -> None:
-    assert client.get("/v1/reports").json() == {"configured": True, "reports": ["broken.json", "flat.json", "run-a"]}
+    assert client.get("/v1/reports").json() == {
+        "configured": True,
+        "reports": ["broken.json", "flat.json", "run-a"],
+    }
     r = client.get("/v1/reports/run-a")
     assert r.status_code == 200 and r.json()["schema"] == "fencebox.harness.report/1"
     assert client.get("/v1/reports/flat.json").status_code == 200
@@ -182,8 +195,19 @@ def test_reports_by_name_only(client: httpx.Client, reports_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["..", "%2e%2e", "..%2F..%2Fpyproject.toml", "%2Fetc%2Fpasswd", "run-a%2Freport.json", "escape.json",
-     "notes.txt", "run-a%00", ".hidden", "run-a%5C..%5Cflat.json", "~"],
+    [
+        "..",
+        "%2e%2e",
+        "..%2F..%2Fpyproject.toml",
+        "%2Fetc%2Fpasswd",
+        "run-a%2Freport.json",
+        "escape.json",
+        "notes.txt",
+        "run-a%00",
+        ".hidden",
+        "run-a%5C..%5Cflat.json",
+        "~",
+    ],
 )
 def test_report_traversal_is_refused(client: httpx.Client, name: str) -> None:
     r = client.get(f"/v1/reports/{name}")
@@ -221,21 +245,21 @@ def test_no_reports_dir_means_no_reports() -> None:
 
 
 def test_api_calls_need_the_key_and_pages_do_not(tmp_path: Path) -> None:
-    shutil.copy(ROOT / "examples" / "digit.png", tmp_path / "digit.png")
-    with serve(tiny_settings(allow_chain_override=True, _top={"api_keys": [KEY], "reports_dir": tmp_path})) as s:
-        with httpx.Client(base_url=s.url, timeout=30) as c:
-            for path in ("/ui", "/ui/reports", "/ui/static/playground.js", "/ui/samples", "/ui/samples/digit.png"):
-                assert c.get(path).status_code == 200, path
-            calls = [
-                ("POST", "/v1/chains/validate", {"json": {"spec": "median(size=3)"}}),
-                ("GET", "/v1/chains/presets", {}),
-                ("GET", "/v1/reports", {}),
-                ("GET", "/v1/reports/x", {}),
-                ("GET", "/v1/reports/x/examples", {}),
-                ("POST", "/v1/purify?stages=true", {"content": png(digit(1))}),
-            ]
-            for method, path, kw in calls:
-                r = c.request(method, path, **kw)  # type: ignore[arg-type]
-                assert r.status_code == 401, (path, r.text)
-                ok = c.request(method, path, headers={"Authorization": f"Bearer {KEY}"}, **kw)  # type: ignore[arg-type]
-                assert ok.status_code != 401, path
+    settings = tiny_settings(allow_chain_override=True, _top={"api_keys": [KEY], "reports_dir": tmp_path})
+    pages = ("/ui", "/ui/reports", "/ui/static/playground.js", "/ui/samples", "/ui/samples/digit.png")
+    calls = [
+        ("POST", "/v1/chains/validate", {"json": {"spec": "median(size=3)"}}),
+        ("GET", "/v1/chains/presets", {}),
+        ("GET", "/v1/reports", {}),
+        ("GET", "/v1/reports/x", {}),
+        ("GET", "/v1/reports/x/examples", {}),
+        ("POST", "/v1/purify?stages=true", {"content": png(digit(1))}),
+    ]
+    with serve(settings) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        for path in pages:
+            assert c.get(path).status_code == 200, path
+        for method, path, kw in calls:
+            r = c.request(method, path, **kw)  # type: ignore[arg-type]
+            assert r.status_code == 401, (path, r.text)
+            ok = c.request(method, path, headers={"Authorization": f"Bearer {KEY}"}, **kw)  # type: ignore[arg-type]
+            assert ok.status_code != 401, path

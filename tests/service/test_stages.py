@@ -41,12 +41,18 @@ def test_random_apply_and_order_say_what_they_drew() -> None:
     img = np.zeros((1, 8, 8, 1), np.uint8)
     (s,) = run_stages(fencebox.load_chain("random_apply(p=1.0, transform=bit_depth(bits=1))"), img, 0)
     assert s.drawn == {"applied": True}
-    (s,) = run_stages(fencebox.load_chain("random_order(transforms=[median(size=3), bit_depth(bits=2)])"), img, 0)
+    (s,) = run_stages(
+        fencebox.load_chain("random_order(transforms=[median(size=3), bit_depth(bits=2)])"), img, 0
+    )
     assert sorted(s.drawn["order"]) == sorted(["median(size=3)", 'bit_depth(bits=2, mode="round")'])
 
 
 @given(
-    a=st.integers(0, 255), b=st.integers(0, 255), h=st.integers(1, 12), w=st.integers(1, 12), c=st.sampled_from([1, 3])
+    a=st.integers(0, 255),
+    b=st.integers(0, 255),
+    h=st.integers(1, 12),
+    w=st.integers(1, 12),
+    c=st.sampled_from([1, 3]),
 )
 def test_heatmap_scales_to_the_largest_change(a: int, b: int, h: int, w: int, c: int) -> None:
     original = np.full((h, w, c), a, np.uint8)

@@ -280,9 +280,14 @@ def _tab_through(page: Any) -> None:
     reached = set()
     for _ in range(controls["count"] * 2 + 5):
         page.keyboard.press("Tab")
-        reached.add(page.evaluate("document.activeElement && document.activeElement.getAttribute('data-tab')"))
+        reached.add(
+            page.evaluate("document.activeElement && document.activeElement.getAttribute('data-tab')")
+        )
     missing = set(map(str, range(controls["count"]))) - reached
-    left = page.evaluate("(ids) => ids.map((i) => document.querySelector(`[data-tab='${i}']`).outerHTML.slice(0, 80))", sorted(missing))
+    left = page.evaluate(
+        "(ids) => ids.map((i) => document.querySelector(`[data-tab='${i}']`).outerHTML.slice(0, 80))",
+        sorted(missing),
+    )
     assert not missing, left
 
 
@@ -300,7 +305,10 @@ def test_no_horizontal_scroll(page: Any, server: str, width: int, height: int) -
     page.set_viewport_size({"width": width, "height": height})
     _run_digit(page, server)
     page.select_option("#preset", "__custom__")
-    page.fill("#spec", "jpeg(quality=75 | bit_depth(bits=5) | median(size=3) | resize_pad(min_scale=0.9, max_scale=1.0)")
+    page.fill(
+        "#spec",
+        "jpeg(quality=75 | bit_depth(bits=5) | median(size=3) | resize_pad(min_scale=0.9, max_scale=1.0)",
+    )
     page.wait_for_selector("#spec-error:not([hidden])")
     sizes = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
     assert sizes[0] <= sizes[1], ("playground", sizes)
