@@ -22,6 +22,7 @@ import numpy as np
 
 from fencebox import image
 from fencebox.errors import DataError
+from fencebox.service.stages import parse_spec
 
 REPORT_FILE = "report.json"
 EXAMPLES_FILE = "adversarials.npz"
@@ -91,12 +92,26 @@ class ReportStore:
         return data
 
     def examples(self, name: str) -> dict[str, Any]:
-        """The report's saved adversarial examples in the page's JSON shape (empty when none were saved)."""
+        """The report's saved adversarial examples in the page's JSON shape (empty when none were saved).
+
+        Two layouts: ``adversarials.npz`` beside the report (:func:`examples_json`), or the harness's
+        own, one npz per result row named in the row's ``verdict.adversarials.file``
+        (:func:`harness_examples`).
+        """
         report = self.path(name)
         npz = report.parent / EXAMPLES_FILE if report.name == REPORT_FILE else None
-        if npz is None or not self._inside(npz):
+        if npz is not None and self._inside(npz):
+            return examples_json(npz)
+        doc = json.loads(self.load(name))
+        files = [
+            (row, report.parent / str(row["verdict"]["adversarials"].get("file", "")))
+            for row in doc["results"]
+            if isinstance(row.get("verdict"), dict) and isinstance(row["verdict"].get("adversarials"), dict)
+        ]
+        files = [(row, path) for row, path in files if self._inside(path) and path.suffix == ".npz"]
+        if not files:
             return {"schema": EXAMPLES_SCHEMA, "examples": [], "source": None}
-        return examples_json(npz)
+        return harness_examples(doc, files)
 
 
 def _png(img: np.ndarray) -> str:
@@ -175,3 +190,68 @@ def examples_json(npz: Path, limit: int = MAX_EXAMPLES) -> dict[str, Any]:
             }
         )
     return {"schema": EXAMPLES_SCHEMA, "source": npz.name, "total": int(n), "examples": out}
+
+
+def _part(images: np.ndarray | None, preds: np.ndarray | None, j: int) -> dict[str, Any] | None:
+    """One image of an example (base64 PNG) with its prediction, or None when it is not available."""
+    if images is None:
+        return None
+    return {"image": _png(images[j]), "prediction": None if preds is None else int(preds[j])}
+
+
+def _builtin(ref: Any) -> bool:
+    return isinstance(ref, str) and ref.startswith("builtin:")
+
+
+def harness_examples(
+    doc: dict[str, Any], files: list[tuple[dict[str, Any], Path]], limit: int = MAX_EXAMPLES
+) -> dict[str, Any]:
+    """Examples from the harness's per-row npz files (``images`` uint8 NHWC, ``labels``, ``index``).
+
+    Those files hold only the adversarials; the clean images, the chain's output and the
+    predictions come from the report's model and data, and only when both are built-in (shipped
+    with the package): a report file never makes the service load a model or data file it names.
+    Broken examples (the purified adversarial misclassified) come first, a few per row.
+    """
+    from fencebox.models import load_dataset, load_model
+
+    cfg = doc.get("config", {})
+    model = load_model(cfg["model"]) if _builtin(cfg.get("model")) else None
+    data = load_dataset(cfg["data"]) if _builtin(cfg.get("data")) and model is not None else None
+    per_row = max(2, limit // max(1, len(files)))
+    out: list[dict[str, Any]] = []
+    total = 0
+    for row, path in files:
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                adv = np.asarray(f["images"], dtype=np.uint8)
+                labels = np.asarray(f["labels"]).astype(np.int64)
+                index = np.asarray(f["index"]).astype(np.int64) if "index" in f.files else np.arange(len(adv))
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(f"cannot read {path.name}: {exc}") from None
+        total += len(adv)
+        if len(out) >= limit or adv.ndim != 4 or len(adv) == 0:
+            continue
+        purified = pred_adv = pred_pur = clean = pred_clean = None
+        if model is not None:
+            chain = parse_spec(str(row.get("chain_spec") or "none"))
+            purified = chain.run(adv, 0)
+            pred_adv, pred_pur = model.predict(adv), model.predict(purified)
+            if data is not None and int(index.max()) < len(data[0]):
+                clean = data[0][index]
+                pred_clean = model.predict(clean)
+        order = np.argsort(pred_pur == labels, kind="stable") if pred_pur is not None else np.arange(len(adv))
+        for j in order[: min(per_row, limit - len(out))]:
+            out.append(
+                {
+                    "index": int(index[j]),
+                    "label": int(labels[j]),
+                    "chain": row.get("chain"),
+                    "threat": row.get("threat"),
+                    "eps": row.get("eps"),
+                    "clean": _part(clean, pred_clean, int(j)),
+                    "adversarial": _part(adv, pred_adv, int(j)),
+                    "purified": _part(purified, pred_pur, int(j)),
+                }
+            )
+    return {"schema": EXAMPLES_SCHEMA, "source": "verdict.adversarials", "total": total, "examples": out}

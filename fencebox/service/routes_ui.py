@@ -37,8 +37,8 @@ from fencebox.service.metrics import record_stage
 from fencebox.service.policy import rest_answers
 from fencebox.service.reports import ReportNotFound, ReportStore
 from fencebox.service.runtime import Route
-from fencebox.service.stages import Stage, heatmap, run_stages
-from fencebox.spec import load_chain, parse_compact
+from fencebox.service.stages import Stage, heatmap, parse_spec, run_stages
+from fencebox.spec import load_chain
 from fencebox.transforms.base import Transform
 
 UI_PACKAGE = "fencebox.service"
@@ -147,12 +147,6 @@ class ValidateRequest(BaseModel):
 
 
 _POSITION = re.compile(r"at position (\d+)")
-
-
-def parse_spec(text: str) -> Transform:
-    """Build a chain from a preset name or a compact spec, never from a file (specs come from clients)."""
-    s = text.strip()
-    return load_chain(s) if s in list_presets() else load_chain(parse_compact(s))
 
 
 @router.post("/v1/chains/validate", summary="Check a chain spec; answer its normalised form or the error")

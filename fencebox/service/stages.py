@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from fencebox.chain import Chain, Choice, RandomApply, RandomOrder
+from fencebox.presets import list_presets
+from fencebox.spec import load_chain, parse_compact
 from fencebox.transforms.base import Params, Transform, check_batch
 
 
@@ -25,6 +27,12 @@ class Stage:
     image: np.ndarray
     seconds: float
     drawn: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_spec(text: str) -> Transform:
+    """Build a chain from a preset name or a compact spec, never from a file (specs come from clients)."""
+    s = text.strip()
+    return load_chain(s) if s in list_presets() else load_chain(parse_compact(s))
 
 
 def stages_of(chain: Transform) -> list[Transform]:

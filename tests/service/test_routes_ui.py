@@ -237,6 +237,43 @@ def test_saved_examples_reach_the_page(client: httpx.Client, reports_dir: Path) 
     assert np.array_equal(_image(ex["adversarial"]["image"]), adv[1])
 
 
+def test_the_harness_layout_of_saved_adversarials(client: httpx.Client, reports_dir: Path) -> None:
+    from fencebox.models import load_dataset, load_model
+
+    x, y = load_dataset("builtin:mnist-test")
+    index = np.array([3, 1, 4])
+    adv = np.clip(x[index].astype(int) + 60, 0, 255).astype(np.uint8)
+    run = reports_dir / "harness-run"
+    (run / "adversarials").mkdir(parents=True)
+    np.savez_compressed(run / "adversarials" / "000-linf-0.3.npz", images=adv, labels=y[index], index=index)
+    row = {
+        "chain": "bits",
+        "chain_spec": "bit_depth(bits=1)",
+        "threat": "worst-case",
+        "norm": "linf",
+        "eps": 0.3,
+    }
+    outside = {**row, "verdict": {"adversarials": {"file": "../run-a/report.json"}}}
+    doc = {
+        "config": {"model": "builtin:mnist", "data": "builtin:mnist-test"},
+        "results": [{**row, "verdict": {"adversarials": {"file": "adversarials/000-linf-0.3.npz"}}}, outside],
+    }
+    (run / "report.json").write_text(json.dumps(doc))
+    body = client.get("/v1/reports/harness-run/examples").json()
+    assert body["total"] == 3 and len(body["examples"]) == 3
+    model = load_model("builtin:mnist")
+    purified = fencebox.load_chain("bit_depth(bits=1)").run(adv, 0)
+    for ex in body["examples"]:
+        k = int(np.flatnonzero(index == ex["index"])[0])
+        assert ex["label"] == int(y[index[k]])
+        assert np.array_equal(_image(ex["clean"]["image"]), x[index[k], :, :, 0])
+        assert np.array_equal(_image(ex["adversarial"]["image"]), adv[k, :, :, 0])
+        assert ex["adversarial"]["prediction"] == int(model.predict(adv[k : k + 1])[0])
+        assert ex["purified"]["prediction"] == int(model.predict(purified[k : k + 1])[0])
+    broken = [ex["purified"]["prediction"] != ex["label"] for ex in body["examples"]]
+    assert broken == sorted(broken, reverse=True)  # broken examples first
+
+
 def test_no_reports_dir_means_no_reports() -> None:
     with serve(tiny_settings()) as s, httpx.Client(base_url=s.url, timeout=30) as c:
         assert c.get("/v1/reports").json() == {"configured": False, "reports": []}
