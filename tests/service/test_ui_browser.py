@@ -263,7 +263,7 @@ def test_the_real_report_renders(page: Any, server: str, reports_dir: Path, scre
 
 
 _CONTROLS = """() => {
-  const sel = 'a[href], button, input, select, textarea, [tabindex]:not([tabindex="-1"])';
+  const sel = 'a[href], button, input, select, textarea, summary, [tabindex]:not([tabindex="-1"])';
   const shown = [...document.querySelectorAll(sel)].filter((e) => !e.disabled && e.getClientRects().length > 0
       && getComputedStyle(e).visibility !== 'hidden');
   shown.forEach((e, i) => e.setAttribute('data-tab', String(i)));

@@ -5,6 +5,12 @@ const state = { routes: [], file: null, validated: null, validTimer: null };
 
 function $(id) { return document.getElementById(id); }
 
+// A spec as text, folded into a <details> when it is long (long specs would bury the images).
+function specNode(text, label) {
+  if (text.length <= 60) return el("span", { class: "mono" }, text);
+  return el("details", { class: "spec" }, el("summary", {}, label || text.slice(0, 40) + "…"), el("span", { class: "mono" }, text));
+}
+
 function currentRoute() {
   return state.routes.find((r) => r.name === $("route").value) || null;
 }
@@ -48,7 +54,7 @@ async function loadSamples() {
 function routeChanged() {
   const r = currentRoute();
   if (!r) return;
-  $("route-info").textContent = `${r.backend}; input ${r.input_shape.join("×")}; policy: ${r.policy}; chain: ${r.chain}`;
+  $("route-info").replaceChildren(`${r.backend}; input ${r.input_shape.join("×")}; policy: ${r.policy}; chain: `, specNode(r.chain, "show the route's chain"));
   $("chain-box").hidden = !r.chain_override;
   if (!r.chain_override) { $("seed").value = ""; }
   checkSpec();
@@ -58,7 +64,7 @@ function presetChanged() {
   const opt = $("preset").selectedOptions[0];
   const custom = $("preset").value === "__custom__";
   $("spec-field").hidden = !custom;
-  $("preset-info").textContent = opt && opt.dataset.chain ? `${opt.dataset.description} — ${opt.dataset.chain}` : "";
+  $("preset-info").replaceChildren(...(opt && opt.dataset.chain ? [opt.dataset.description + " ", specNode(opt.dataset.chain, "show the chain")] : []));
   checkSpec();
 }
 
@@ -153,13 +159,13 @@ function drawnText(d) {
 
 function showResult(res) {
   showAnswer(res.answer, res.policy);
-  $("chain-used").textContent = `chain: ${res.chain}` + (res.seed !== null ? ` · seed ${res.seed}` : res.randomized ? " · fresh randomness" : "");
+  $("chain-used").replaceChildren("chain: ", specNode(res.chain, "show the chain that ran"), res.seed !== null ? ` · seed ${res.seed}` : res.randomized ? " · fresh randomness" : "");
   const figs = [figure("Original", el("span", { class: "mono" }, `${res.original.width}×${res.original.height} as the model gets it`), res.original, "the original image")];
   res.stages.forEach((s, i) => {
     const extra = drawnText(s.drawn);
     figs.push(el("figure", { class: "stage" },
       el("img", { src: "data:image/png;base64," + s.image, alt: `after stage ${i + 1}, ${s.name}`, width: s.width, height: s.height }),
-      el("figcaption", {}, el("strong", {}, `${i + 1}. ${s.name}`), ` ${ms(s.seconds)}`, el("span", { class: "mono" }, s.spec), extra ? el("span", { class: "drawn" }, extra) : null)));
+      el("figcaption", {}, el("strong", {}, `${i + 1}. ${s.name}`), ` ${ms(s.seconds)}`, specNode(s.spec, "parameters"), extra ? el("span", { class: "drawn" }, extra) : null)));
   });
   figs.push(figure("Difference", el("span", { class: "mono" }, `largest change ${res.heatmap.max_difference}/255 (black: none)`), res.heatmap, "heat-map of the difference between the original and the purified image"));
   $("stages").replaceChildren(...figs);
