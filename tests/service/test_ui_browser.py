@@ -115,12 +115,12 @@ def page(browser_context: Any) -> Iterator[Any]:
     p.set_viewport_size({"width": 1280, "height": 800})
     errors: list[str] = []
     p.on("pageerror", lambda e: errors.append(str(e)))
-    p.js_errors = errors
+    p.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     try:
         yield p
     finally:
         p.close()
-    assert not errors, errors  # no script error on any page
+    assert not errors, errors  # no script error, failed load or CSP violation on any page
 
 
 def _run_digit(page: Any, server: str, route: str = "mnist") -> dict[str, Any]:
