@@ -154,6 +154,30 @@ def test_a_digit_shows_four_stages_and_a_label(page: Any, server: str, screensho
     page.screenshot(path=str(screenshots / "ui-playground.png"), full_page=True)
 
 
+_DROP = """async () => {
+  const blob = await (await fetch('/ui/samples/digit.png')).blob();
+  const dt = new DataTransfer();
+  dt.items.add(new File([blob], 'dropped.png', {type: 'image/png'}));
+  document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+}"""
+
+
+def test_a_dropped_image_and_a_bundled_sample_run_too(page: Any, server: str) -> None:
+    page.goto(server + "/ui")
+    page.wait_for_selector("#route option", state="attached")
+    page.evaluate(_DROP)
+    assert "dropped.png" in page.inner_text("#drop")
+    page.click("#run")
+    page.wait_for_selector("#answer-label")
+    assert page.locator("#stages figure.stage").count() == 4
+    before = page.get_attribute("#stages figure img", "src")
+    page.select_option("#sample", "photo.jpg")  # a colour photo, fitted to the route's 28x28 gray input
+    page.click("#run")
+    page.wait_for_function("(old) => document.querySelector('#stages figure img').src !== old", arg=before)
+    assert page.get_attribute("#stages figure img", "width") == "28"
+    assert "28×28" in page.inner_text("#stages figure figcaption")
+
+
 def test_a_bad_spec_shows_its_error_and_runs_nothing(page: Any, server: str) -> None:
     sent: list[str] = []
     page.on("request", lambda r: sent.append(r.url))

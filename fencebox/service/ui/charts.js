@@ -95,8 +95,8 @@ function lineChart(opts) {
   root.addEventListener("blur", () => { hideTooltip(); points.forEach((p) => p.classList.remove("active")); active = -1; });
 
   const legend = el("ul", { class: "legend" }, ...opts.series.map((s, i) => {
-    const sw = el("span", { class: "swatch", "aria-hidden": "true" });
-    sw.style.background = PALETTE[i % PALETTE.length];
+    const sw = svg("svg", { class: "swatch", viewBox: "0 0 22 8", width: 22, height: 8, "aria-hidden": "true" },
+      svg("line", { x1: 0, x2: 22, y1: 4, y2: 4, stroke: PALETTE[i % PALETTE.length], "stroke-width": 2.5, "stroke-dasharray": DASHES[i % DASHES.length] }));
     return el("li", {}, sw, s.name);
   }));
   return el("figure", { class: "chart" }, el("figcaption", {}, el("h3", {}, opts.title)), root, legend);
