@@ -1,7 +1,7 @@
-"""Fixtures of the browser tests: a real headless Chromium (Debian's ``chromium``) driven by Playwright.
+"""Fixtures shared by the service tests: a real redis-server on loopback, and a real headless Chromium.
 
-No browser download: Playwright drives the system's Chromium (``FENCEBOX_CHROMIUM``, default
-``/usr/bin/chromium``).  Without it the browser tests are skipped, and said so loudly at the end of the
+The browser tests use Debian's ``chromium`` driven by Playwright, with no browser download: the
+system's Chromium (``FENCEBOX_CHROMIUM``, default ``/usr/bin/chromium``).  Without it the browser tests are skipped, and said so loudly at the end of the
 run, never silently.  Screenshots go to ``FENCEBOX_SCREENSHOTS`` (``docs/img`` refreshes the README's
 pictures) or to the test's temporary folder.
 """
@@ -16,6 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.service.redis_server import RedisServer
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server (no persistence) for the test module."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
 
 CHROMIUM_ARGS = [
     "--headless",
