@@ -15,7 +15,6 @@ import numpy as np
 from fencebox.errors import InputError
 from fencebox.transforms.base import Param, Params, Shape, Transform, per_image
 
-
 _IMREAD_RGB: int | None = getattr(cv2, "IMREAD_COLOR_RGB", None)
 """OpenCV >= 4.11 decodes colour straight to RGB; older releases decode BGR and we swap the channels."""
 
