@@ -279,30 +279,35 @@ class GrpcServer:
         self.runtime = runtime
         self.host = host
         self.port = port
-        biggest = max((r.limits.max_body_bytes for r in runtime.settings.routes), default=0)
+        self.server: grpc.aio.Server | None = None
+
+    async def start(self) -> int:
+        """Bind and start serving on the running loop; return the bound port.  ConfigError when the
+        address cannot be bound."""
+        biggest = max((r.limits.max_body_bytes for r in self.runtime.settings.routes), default=0)
         limit = biggest + _HEADER_ROOM
-        self.server = grpc.aio.server(
+        server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", 0),  # a port in use is an error, not a second listener
             ]
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(runtime), self.server)
-
-    async def start(self) -> int:
-        """Bind and start serving; return the bound port.  ConfigError when the address cannot be bound."""
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.runtime), server)
         address = _address(self.host, self.port)
         try:
-            bound = self.server.add_insecure_port(address)
+            bound = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise ConfigError(f"cannot serve gRPC on {address}: {exc}") from None
         if not bound:
             raise ConfigError(f"cannot serve gRPC on {address} (address in use?)")
         self.port = bound
-        await self.server.start()
+        await server.start()
+        self.server = server
         return bound
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stop accepting calls; give calls in flight ``grace`` seconds to finish."""
-        await self.server.stop(grace)
+        if self.server is not None:
+            await self.server.stop(grace)
+            self.server = None
