@@ -119,7 +119,8 @@ def all_blocks() -> list[Block]:
     return [b for path in DOCS for b in parse_blocks(path, path.read_text(encoding="utf-8"))]
 
 
-RUNNABLE = [b for b in all_blocks() if b.runnable]
+# Blocks that talk to the server run last, so the server starts while the others run.
+RUNNABLE = sorted((b for b in all_blocks() if b.runnable), key=lambda b: bool(DOC_ADDRESS.search(b.text)))
 
 
 def test_parser_sees_marks_and_unmarked_blocks() -> None:
