@@ -76,7 +76,12 @@ class Guard:
         return request.headers.get("x-api-key")
 
     def identify(self, request: Request) -> str:
-        """Return the caller's identity (key index or client address); raise Unauthorized when keys are required."""
+        """Return the caller's identity (key index or client address); raise Unauthorized when keys are required.
+
+        Without keys the identity is the client address: the socket's peer, or what a proxy listed in
+        ``forwarded_allow_ips`` says (never a header from anyone else, so a fresh X-Forwarded-For per
+        request does not buy a fresh budget).
+        """
         if not self._digests:
             client = request.client
             return f"addr:{client.host}" if client else "addr:unknown"
@@ -120,6 +125,21 @@ class Guard:
                 f"retry in {wait:.1f} s",
                 headers=retry_after(wait),
             )
+
+    def charge_rest(self, identity: str, total: float, paid: float) -> None:
+        """Charge what a request costs beyond the ``paid`` part charged up front (V2: once its shape is known).
+
+        A request costing more than the whole burst could never be served: 400 saying so.
+        """
+        if not self.rate.enabled:
+            return
+        if total > self.rate.burst:
+            raise BadRequest(
+                f"this request costs {total:g} queries, more than the query budget's burst of "
+                f"{self.rate.burst:g}: send at most {int(self.rate.burst)} images per request"
+            )
+        if total > paid:
+            self.charge(identity, total - paid)
 
     def _forget_idle(self) -> None:
         """Drop callers whose bucket is full again: forgetting them changes no one's budget."""
