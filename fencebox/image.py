@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import re
-import struct
 import warnings
 from dataclasses import dataclass
 
@@ -36,6 +35,10 @@ ENCODE_FORMATS: dict[str, tuple[str, str]] = {
     "tiff": (".tiff", "image/tiff"),
 }
 """Output formats of :func:`encode`: name -> (OpenCV extension, media type)."""
+
+
+REDUCING_GAP = 2
+"""Decoding for a target size stops at this many times the target (JPEG DCT scaling, box reduction)."""
 
 
 class ImageTooLarge(InputError):
@@ -98,7 +101,7 @@ def _open(data: bytes, limits: ImageLimits) -> Image.Image:
             ) from None
         except UnidentifiedImageError:
             pass
-        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        except Exception as exc:  # a parser fed hostile bytes may raise anything (TypeError, KeyError...)
             raise InputError(f"the image header is truncated or corrupt: {exc}") from None
         # Not one of ours: tell a recognised-but-unsupported format (415) from garbage (400).
         try:
@@ -135,7 +138,7 @@ def _check_header(img: Image.Image, limits: ImageLimits) -> ImageInfo:
         )
     try:
         frames = _count_frames(img, limits.max_frames)
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
+    except Exception as exc:  # hostile bytes: any parser exception means a corrupt later frame
         raise InputError(f"the {img.format} image's frames are truncated or corrupt: {exc}") from None
     if frames > limits.max_frames:
         raise ImageTooLarge(
@@ -256,24 +259,28 @@ def decode(
         info = _check_header(img, limits)
         if info.format == "JPEG" and _jpeg_truncated(data):
             raise InputError("the JPEG image is truncated: its data stops before the end-of-image marker")
-        want = None if target is None else (target[1], target[0])
-        if want is not None and info.format == "JPEG":
-            side = max(want)  # EXIF may swap the sides: ask for a square that covers both
+        # EXIF may swap the sides: a square covering both; REDUCING_GAP x it, so the caller's final
+        # area resize still averages (as Pillow's thumbnail() does)
+        side = None if target is None else REDUCING_GAP * max(target)
+        if side is not None and info.format == "JPEG":
             img.draft(None, (side, side))
         img.load()
-        fx, fy = _reduce_factors(img.size, None if want is None else (max(want), max(want)))
+        fx, fy = _reduce_factors(img.size, None if side is None else (side, side))
         if fx > 1 or fy > 1:
             if img.mode == "P":
                 img = img.convert("RGBA" if "transparency" in img.info else "RGB")
             elif img.mode == "1":
                 img = img.convert("L")
             if img.mode not in ("I;16", "I;16B", "I;16L", "I;16N"):
-                img = img.reduce((fx, fy))
+                # box averaging over the full extent (reduce() would drop the remainder and shift
+                # the picture by up to a box); premultiplied for RGBA
+                size = (max(1, img.size[0] // fx), max(1, img.size[1] // fy))
+                img = img.resize(size, Image.Resampling.BOX)
         img = ImageOps.exif_transpose(img) or img
         arr = _to_array(img, channels, background)
     except InputError:
         raise
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, MemoryError, struct.error) as exc:
+    except Exception as exc:  # hostile bytes: whatever the decoder raises, the image is corrupt (400)
         raise InputError(f"the {img.format or 'image'} image is truncated or corrupt: {exc}") from None
     finally:
         img.close()

@@ -197,3 +197,18 @@ class SlowNet(TinyNet):
 def slow_model() -> SlowNet:
     """A fresh SlowNet."""
     return SlowNet()
+
+
+class BrokenNet(TinyNet):
+    """TinyNet whose model call fails with a bug (not a FenceboxError): the service's 500 path."""
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Fail like a bug would, on any image but the all-zero warm-up batch."""
+        if float(x.max()) > 0:
+            raise RuntimeError("a bug in the model wrapper")
+        return super().logits(x)
+
+
+def broken_model() -> BrokenNet:
+    """A fresh BrokenNet."""
+    return BrokenNet()

@@ -341,6 +341,16 @@ class Runtime:
             route = Route(cfg, chain, backend, self)
             route.batcher.start()
             self.routes[cfg.name] = route
+        biggest = max(r.max_v2_body_bytes for r in self.routes.values())
+        procs = self.parse_pool(biggest)
+        if procs is not None:  # start the parse workers now, not on the first large body
+            loop = asyncio.get_running_loop()
+            await asyncio.gather(
+                *(
+                    loop.run_in_executor(procs, v2codec.worker_ready)
+                    for _ in range(self.settings.parse_processes)
+                )
+            )
         self.started = True
 
     async def close(self) -> None:

@@ -84,7 +84,7 @@ class LimitsConfig(_Strict):
     max_frames: int = Field(default=100, ge=1, description="frames of an animation (counted up to this)")
     max_images: int = Field(default=64, ge=1, description="most images in one V2 request")
     max_chain_cost: float = Field(
-        default=5e9, gt=0, description="most pixel-operations (Transform.cost) a chain may cost per request"
+        default=1e9, gt=0, description="most pixel-operations (Transform.cost) a chain may cost per request"
     )
     max_output_pixels: int = Field(
         default=4096 * 4096, ge=1, description="most pixels per image a chain may produce"

@@ -277,6 +277,11 @@ def encode(
     }
 
 
+def worker_ready() -> bool:
+    """A no-op for warming a parse worker process up (importing this module is its start-up cost)."""
+    return True
+
+
 def decode_images(body: bytes, header_length: str | None, expect: Expect) -> tuple[Message, np.ndarray]:
     """Decode a V2 request holding one image tensor ``expect`` accepts -> (message, uint8 NHWC batch).
 
