@@ -172,6 +172,30 @@ def _jpeg_truncated(data: bytes) -> bool:
     return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
 
 
+def _box_reduce(img: Image.Image, fx: int, fy: int) -> Image.Image:
+    """Shrink by about (fx, fy) with box averaging over the full extent (premultiplied for alpha).
+
+    With alpha, Pillow's resize premultiplies into a full-size copy (+64 MB for 4096x4096 RGBA), so
+    those images go in strips of whole boxes: the decoded image stays the only large allocation.
+    """
+    w, h = img.size
+    size = (max(1, w // fx), max(1, h // fy))
+    if img.mode not in ("RGBA", "LA", "PA") or h <= 256:
+        return img.resize(size, Image.Resampling.BOX)
+    step = max(1, 256 // fy) * fy  # rows per strip: whole boxes, so strips average like the whole
+    out = Image.new(img.mode, size)
+    row = 0
+    for top in range(0, h, step):
+        last = top + step >= h
+        rows = size[1] - row if last else min(size[1] - row, max(1, round(step * size[1] / h)))
+        if rows <= 0:
+            break
+        strip = img.crop((0, top, w, min(h, top + step))).resize((size[0], rows), Image.Resampling.BOX)
+        out.paste(strip, (0, row))
+        row += rows
+    return out
+
+
 def _reduce_factors(size: tuple[int, int], target: tuple[int, int] | None) -> tuple[int, int]:
     """Integer box-reduction factors that keep the image at least ``target`` (width, height)."""
     if target is None:
@@ -274,8 +298,7 @@ def decode(
             if img.mode not in ("I;16", "I;16B", "I;16L", "I;16N"):
                 # box averaging over the full extent (reduce() would drop the remainder and shift
                 # the picture by up to a box); premultiplied for RGBA
-                size = (max(1, img.size[0] // fx), max(1, img.size[1] // fy))
-                img = img.resize(size, Image.Resampling.BOX)
+                img = _box_reduce(img, fx, fy)
         img = ImageOps.exif_transpose(img) or img
         arr = _to_array(img, channels, background)
     except InputError:

@@ -272,3 +272,13 @@ def test_min_side_is_the_routes_smallest_image() -> None:
 def test_bomb_over_pillows_own_limit_uses_the_limits_wording() -> None:
     with pytest.raises(ImageTooLarge, match=r"200000000 pixels; the limit is 1000 pixels"):
         decode(png_claiming(20000, 10000), ImageLimits(max_pixels=1000))
+
+
+def test_large_transparent_png_reduced_in_strips_matches_a_whole_reduction() -> None:
+    rgba = np.random.default_rng(3).integers(0, 256, (1000, 700, 4), dtype=np.uint8)
+    data = encode_pil(Image.fromarray(rgba), "PNG")
+    fast = decode(data, target=(28, 28))
+    whole = decode(data)
+    assert fast.shape[0] >= 56 and fast.shape[1] >= 56
+    diff = np.abs(fast.astype(int) - resize_to(whole, fast.shape[0], fast.shape[1]).astype(int))
+    assert diff.mean() < 3 and diff[-1].mean() < 6  # no black or missing last rows

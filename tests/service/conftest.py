@@ -121,7 +121,11 @@ def image_seeds() -> dict[str, bytes]:
     pal = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     pal.info["transparency"] = 0
     frames = [Image.fromarray(digit(i)).convert("P") for i in range(3)]
+    yy, xx = np.mgrid[:300, :280]
+    large = np.dstack([xx % 256, yy % 256, (xx + yy) % 256, (xx * 3) % 256]).astype(np.uint8)
     return {
+        "png_rgba_large": encode_pil(Image.fromarray(large), "PNG"),  # reduced in strips for the model
+        "jpeg_large": encode_pil(Image.fromarray(large[:, :, :3]), "JPEG", quality=60),  # DCT-scaled
         "png_gray": encode_pil(Image.fromarray(gray), "PNG"),
         "png_rgba": encode_pil(Image.fromarray(rgba), "PNG"),
         "png_palette_transparent": encode_pil(pal, "PNG", transparency=0),
