@@ -164,6 +164,12 @@ def _tensor(
         data = entry.get("data")
         if data is None:
             raise V2FormatError(f"{where}: no 'data' and no binary_data_size")
+        # flat (count values) or nested (shape[0] rows): anything else is refused before converting
+        top = len(data) if isinstance(data, list) else -1
+        if top not in (count, shape[0] if shape else 1):
+            raise V2FormatError(
+                f"{where}: 'data' has {top} top-level entries but shape {shape} needs {count}"
+            )
         arr = _json_values(data, dtype, datatype, where)
         if arr.size != count:
             raise V2FormatError(f"{where}: 'data' has {arr.size} values but shape {shape} needs {count}")
