@@ -14,6 +14,8 @@ import fencebox
 from fencebox.service.errors import install_handlers
 from fencebox.service.metrics import Metrics, TimingMiddleware
 from fencebox.service.routes_ops import router as ops_router
+from fencebox.service.routes_ui import pages as ui_pages
+from fencebox.service.routes_ui import router as ui_router
 from fencebox.service.routes_v1 import router as v1_router
 from fencebox.service.routes_v2 import router as v2_router
 from fencebox.service.runtime import Runtime
@@ -73,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops_router)
     app.include_router(v1_router)
     app.include_router(v2_router)
+    app.include_router(ui_router)
+    app.include_router(ui_pages)
     app.add_middleware(HeadAsGet)
     app.add_middleware(TimingMiddleware, metrics=metrics)
     if settings.forwarded_allow_ips:

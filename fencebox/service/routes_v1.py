@@ -25,6 +25,7 @@ from fencebox.service.common import (
     server_timing,
 )
 from fencebox.service.policy import rest_answers
+from fencebox.service.routes_ui import purify_stages, refuse_seed_without_stages, seed_query
 
 router = APIRouter(dependencies=[Depends(authenticate)])
 """The REST endpoints; every one of them requires the API key (when keys are configured)."""
@@ -61,8 +62,18 @@ async def purify(
     ),
     chain: str | None = Query(None, max_length=2000, description="chain override, where the route allows it"),
     format: Literal["png", "jpeg", "webp", "bmp", "tiff"] = Query("png", description="output image format"),
+    stages: bool = Query(
+        False, description="answer JSON: every stage's image and time, and the model's answer"
+    ),
+    seed: int | None = seed_query(),
 ) -> Response:
-    """Return the purified image; the header ``X-Fencebox-Chain`` echoes the chain that ran."""
+    """Return the purified image; the header ``X-Fencebox-Chain`` echoes the chain that ran.
+
+    With ``stages=true`` the answer is JSON instead (see :func:`~fencebox.service.routes_ui.purify_stages`).
+    """
+    if stages:
+        return await purify_stages(request, model, chain, seed)
+    refuse_seed_without_stages(seed)
     rt = runtime_of(request)
     route = rt.route(model)
     chosen = route.chain_for(chain)

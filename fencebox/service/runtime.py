@@ -220,6 +220,18 @@ class Route:
         self.check_cost(chain, (1, hh, ww, cc))
         return img[None]
 
+    def prepare(self, data: bytes, chain: Transform) -> tuple[np.ndarray, float, float]:
+        """Decode for the model and run ``chain`` in the calling thread: (batch, decode s, chain s).
+
+        For callers outside the data plane (the UI's stages view); requests go through
+        :mod:`fencebox.service.dataplane`, which times stages itself.
+        """
+        t0 = time.perf_counter()
+        batch = self.decode_for_model(data, chain)
+        t1 = time.perf_counter()
+        out = self.purify_batch(batch, chain)
+        return out, t1 - t0, time.perf_counter() - t1
+
     def run_chain(self, batch: np.ndarray, chain: Transform) -> np.ndarray:
         """Run the chain on a decoded batch (the identity chain is free)."""
         return batch if is_identity(chain) else chain.run(batch, None)
@@ -252,6 +264,7 @@ class Runtime:
             [k.get_secret_value() for k in settings.api_keys],
             settings.rate_limit,
             lambda reason: self.metrics.rejected.labels(reason).inc(),
+            on_store_failure=lambda mode: self.metrics.budget_store_failures.labels(mode).inc(),
         )
         self.routes: dict[str, Route] = {}
         self.started = False
@@ -363,6 +376,7 @@ class Runtime:
         if self._procs is not None:
             self._procs.shutdown(wait=False, cancel_futures=True)
             self._procs = None
+        self.guard.close()
         self.started = False
         if self._torch_threads is not None:
             import torch

@@ -11,7 +11,7 @@ import pytest
 
 from fencebox.service.settings import Settings
 from tests.images import digit, png
-from tests.service.conftest import route
+from tests.service.helpers import route
 from tests.test_service_helpers import ROOT, serve
 
 

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from fencebox.service.settings import Settings
-from tests.service.conftest import (
+from tests.service.helpers import (
     asgi_request,
     image_seeds,
     in_process,

@@ -13,7 +13,7 @@ import numpy as np
 
 from fencebox.service.settings import Settings
 from tests.images import digit
-from tests.service.conftest import load_corpus_module, route
+from tests.service.helpers import load_corpus_module, route
 from tests.test_service_helpers import serve
 
 

@@ -15,7 +15,7 @@ from fencebox.service.runtime import _in_scope
 from fencebox.service.settings import Settings
 from fencebox.transforms.cancel import CancelToken
 from tests.images import digit, png
-from tests.service.conftest import route
+from tests.service.helpers import route
 from tests.test_service_helpers import serve
 
 SLOW_REF = "py:tests.test_service_helpers:slow_model"
