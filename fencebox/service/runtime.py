@@ -11,11 +11,13 @@ inside the request's :func:`~fencebox.transforms.cancel.cancel_scope`, so a 504 
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -42,6 +44,7 @@ from fencebox.transforms.base import Transform
 from fencebox.transforms.cancel import CancelToken, cancel_scope
 
 T = TypeVar("T")
+log = logging.getLogger("fencebox.service")
 
 PROCESS_PARSE_BYTES = 1 << 20
 """V2 bodies at least this large are parsed in a worker process (when ``parse_processes`` > 0)."""
@@ -287,8 +290,20 @@ class Runtime:
         loop = asyncio.get_running_loop()
         try:
             if pool is not None and isinstance(pool, ProcessPoolExecutor):
-                return await loop.run_in_executor(pool, fn, *args)
-            return await loop.run_in_executor(pool or self.pool, _in_scope, ctx.token, fn, *args)
+                try:
+                    return await loop.run_in_executor(pool, fn, *args)
+                except BrokenProcessPool:  # a worker died (e.g. killed for memory): new ones next time
+                    if self._procs is pool:
+                        self._procs = None
+                    log.warning("a parse worker process died; parsing this body in a thread")
+            threads = self.pool if pool is None or isinstance(pool, ProcessPoolExecutor) else pool
+            return await loop.run_in_executor(
+                threads,
+                _in_scope,
+                ctx.token,
+                fn,
+                *args,
+            )
         finally:
             self.record(ctx, name, time.perf_counter() - started)
 

@@ -105,3 +105,19 @@ def test_odd_shapes_are_400() -> None:
         for shape, data in (([0, 10**30], []), ([0, 28, 28, 1], []), ([2**31, 28, 28, 1], [0])):
             r = c.post("/v2/models/tiny/infer", content=corpus.v2_json(shape, data))
             assert r.status_code == 400, (shape, r.text)
+
+
+def test_a_dead_parse_worker_costs_no_request() -> None:
+    x = np.stack([digit(i) for i in range(2)])[..., None]
+    body = _infer_doc(x)
+    padded = body[:-1] + b', "parameters": {"pad": "' + b"p" * 1_100_000 + b'"}}'
+    settings = Settings(routes=[route(limits={"max_v2_body_bytes": 4_000_000})], threads=2)
+    with serve(settings) as s, httpx.Client(base_url=s.url, timeout=60) as c:
+        procs = s.app.state.runtime._procs
+        assert procs is not None  # started with the app: this route admits bodies over 1 MiB
+        for p in list(procs._processes.values()):
+            p.kill()  # as the kernel's OOM killer would
+            p.join(10)
+        for _ in range(2):  # the first falls back to a thread, the next gets fresh workers
+            r = c.post("/v2/models/tiny/infer", content=padded)
+            assert r.status_code == 200, r.text
