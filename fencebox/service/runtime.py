@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -166,7 +166,7 @@ class Route:
         """
         if chain.min_size <= 1:
             return self.limits
-        return image.ImageLimits(**{**self.limits.__dict__, "min_side": chain.min_size})
+        return replace(self.limits, min_side=chain.min_size)
 
     def check_cost(self, chain: Transform, shape: tuple[int, int, int, int]) -> None:
         """Refuse (413, naming the limit) a chain whose declared cost or output exceeds the route's limits.
