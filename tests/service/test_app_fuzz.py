@@ -162,6 +162,15 @@ def make_case(rnd: random.Random) -> tuple[str, str, bytes, dict[str, str]]:
         seed = rnd.choice(list(IMAGES.values()))
         url = rnd.choice(["/v1/predict", "/v1/purify", "/v1/predict?model=open", "/v1/purify?format=jpeg"])
         body = mutate_bytes(seed, rnd, list(IMAGES.values()))
+        if rnd.random() < 0.2:  # as a multipart upload, the form itself sometimes mutated too
+            form = (
+                b'--b0\r\nContent-Disposition: form-data; name="note"\r\n\r\nhi\r\n'
+                b'--b0\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n'
+                b"Content-Type: image/png\r\n\r\n" + body + b"\r\n--b0--\r\n"
+            )
+            if rnd.random() < 0.5:
+                form = mutate_bytes(form, rnd, [form])
+            return "POST", url, form, {"content-type": "multipart/form-data; boundary=b0"}
         ctype = rnd.choice(["image/png", "application/octet-stream", "image/jpeg", ""])
         return "POST", url, body, {"content-type": ctype} if ctype else {}
     if kind < 0.55:
