@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 import fencebox
+from fencebox.errors import ConfigError
 from fencebox.service.errors import install_handlers
 from fencebox.service.metrics import Metrics, TimingMiddleware
 from fencebox.service.routes_ops import router as ops_router
@@ -20,6 +22,21 @@ from fencebox.service.routes_v1 import router as v1_router
 from fencebox.service.routes_v2 import router as v2_router
 from fencebox.service.runtime import Runtime
 from fencebox.service.settings import Settings
+
+if TYPE_CHECKING:
+    from fencebox.service.grpc_server import GrpcServer
+
+
+def _grpc_server(runtime: Runtime, settings: Settings) -> GrpcServer:
+    """The gRPC server for ``grpc_port`` (imported here: grpcio is an optional extra)."""
+    try:
+        from fencebox.service.grpc_server import GrpcServer
+    except ImportError as exc:
+        raise ConfigError(
+            f"grpc_port is set but gRPC support is not installed ({exc}): pip install 'fencebox[grpc]'"
+        ) from None
+    assert settings.grpc_port is not None
+    return GrpcServer(runtime, settings.host, settings.grpc_port)
 
 
 class HeadAsGet:
@@ -49,7 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     Models and chains load in the lifespan, so importing or building the app is cheap; the
     runtime lives on ``app.state.runtime``.  Proxy headers (X-Forwarded-For/-Proto) are honoured
-    only from ``settings.forwarded_allow_ips`` (default: from no one).
+    only from ``settings.forwarded_allow_ips`` (default: from no one).  With ``grpc_port`` set, the
+    lifespan also serves the gRPC Open Inference Protocol on the same event loop (its bound port:
+    ``app.state.grpc_port``).
     """
     settings = settings or Settings()
     metrics = Metrics()
@@ -58,10 +77,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(settings, metrics)
         app.state.runtime = runtime
+        grpc_server = None
         try:
             await runtime.start()
+            if settings.grpc_port is not None:
+                grpc_server = _grpc_server(runtime, settings)
+                app.state.grpc_port = await grpc_server.start()
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop()
             await runtime.close()
 
     app = FastAPI(

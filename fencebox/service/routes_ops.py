@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-import fencebox
+from fencebox.service import dataplane
 from fencebox.service.common import runtime_of
 
 router = APIRouter()
@@ -18,7 +18,7 @@ router = APIRouter()
 @router.get("/v2", summary="Server metadata", tags=["Open Inference Protocol v2"])
 async def server_metadata() -> dict[str, Any]:
     """Name, version and protocol extensions of this server."""
-    return {"name": "fencebox", "version": fencebox.__version__, "extensions": ["binary_tensor_data"]}
+    return dataplane.server_metadata()
 
 
 @router.get("/v2/health/live", summary="Liveness", tags=["Open Inference Protocol v2"])

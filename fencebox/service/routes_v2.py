@@ -7,12 +7,14 @@ shape with values in [0, 1]), and the outputs its policy allows: ``label`` (INT6
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from fencebox.service import dataplane, v2codec
+from fencebox.service.bodies import read_body
 from fencebox.service.common import (
     ERROR_RESPONSES,
     authenticate,
@@ -22,13 +24,11 @@ from fencebox.service.common import (
     server_timing,
 )
 from fencebox.service.errors import BadRequest, Overloaded, retry_after
-from fencebox.service.policy import v2_output_signature, v2_outputs
-from fencebox.service.runtime import Route
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"], dependencies=[Depends(authenticate)])
 """The per-model V2 endpoints; all require the API key (health and server metadata are in routes_ops)."""
 
-INPUT_NAME = "input"
+INPUT_NAME = dataplane.INPUT_NAME
 
 _INFER_BODY: dict[str, Any] = {
     "requestBody": {
@@ -67,25 +67,10 @@ _INFER_BODY: dict[str, Any] = {
 }
 
 
-def _input_signature(route: Route) -> dict[str, Any]:
-    h, w, c = route.backend.input_shape
-    return {"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, h, w, c]}
-
-
 @router.get("/models/{name}", summary="Model metadata", responses=ERROR_RESPONSES)
 async def model_metadata(name: str, request: Request) -> dict[str, Any]:
     """The V2 signature of the route: its input and the outputs its policy exposes."""
-    rt = runtime_of(request)
-    route = rt.route(name)
-    classes = len(route.backend.class_names) or 1
-    return {
-        "name": route.name,
-        "versions": ["1"],
-        "platform": "fencebox",
-        "inputs": [_input_signature(route)],
-        "outputs": v2_output_signature(route.config.policy, route.config.topk, classes),
-        "parameters": {"chain": str(route.chain), "class_names": route.backend.class_names},
-    }
+    return dataplane.model_metadata(runtime_of(request).route(name))
 
 
 @router.get("/models/{name}/ready", summary="Model readiness", responses=ERROR_RESPONSES)
@@ -98,17 +83,15 @@ async def model_ready(name: str, request: Request) -> JSONResponse:
     return JSONResponse({"name": name, "ready": True})
 
 
-def _binary_choice(msg: v2codec.Message, names: list[str]) -> tuple[list[str], set[str]]:
-    """Which outputs to send, and which of them as binary data, per the request."""
+def _binary_choice(msg: v2codec.Message) -> tuple[list[str] | None, bool | set[str]]:
+    """The requested outputs (None: all) and which of them go as binary data, per the request."""
     default_binary = bool(msg.parameters.get("binary_data_output", False))
     if not msg.outputs:
-        return names, set(names) if default_binary else set()
+        return None, default_binary
     chosen, binary = [], set()
     for o in msg.outputs:
         if not isinstance(o, dict) or not isinstance(o.get("name"), str):
             raise BadRequest("each requested output must be an object with a 'name'")
-        if o["name"] not in names:
-            raise BadRequest(f"output {o['name']!r} is not available; this model's outputs are {names}")
         chosen.append(o["name"])
         params = o.get("parameters") or {}
         if bool(params.get("binary_data", default_binary)) if isinstance(params, dict) else default_binary:
@@ -143,17 +126,31 @@ async def infer(name: str, request: Request) -> Response:
                 ) from None
             del body
             rt.guard.charge_rest(who, float(batch.shape[0]), paid=1.0)
-            policy, k = route.config.policy, route.config.topk
-            classes = len(route.backend.class_names) or 1
-            names = [o["name"] for o in v2_output_signature(policy, k, classes)]
-            chosen, binary = _binary_choice(msg, names)
-            out = await dataplane.infer(rt, ctx, batch)
+            requested, binary = _binary_choice(msg)
+            result = await dataplane.infer_batch(rt, ctx, batch, requested)
         finally:
             server_timing(request, ctx)
-    tensors = [t for t in v2_outputs(out, route.backend.outputs, policy, k) if t.name in chosen]
-    tensors.sort(key=lambda t: chosen.index(t.name))
     head: dict[str, Any] = {"model_name": route.name, "model_version": "1"}
     if msg.id is not None:
         head["id"] = msg.id
-    payload, headers = v2codec.encode(tensors, binary, head, key="outputs")
+    payload, headers = v2codec.encode(result.tensors, binary, head, key="outputs")
     return Response(payload, headers=headers, media_type=headers["content-type"])
+
+
+@router.post("/repository/index", summary="Model repository index", responses=ERROR_RESPONSES)
+async def repository_index(request: Request) -> JSONResponse:
+    """The model repository extension: every route with its state; body ``{"ready": true}`` lists only ready ones."""
+    rt = runtime_of(request)
+    body = await read_body(request, 64 * 1024)
+    ready_only = False
+    if body.strip():
+        try:
+            doc = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            raise BadRequest("the repository index request must be a JSON object (or empty)") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
+            raise BadRequest(
+                "the repository index request must be a JSON object with an optional boolean 'ready'"
+            )
+        ready_only = doc.get("ready", False)
+    return JSONResponse(await dataplane.repository_index(rt, ready_only))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from starlette.requests import Request
 
@@ -55,23 +55,27 @@ class Guard:
         return bool(self._digests)
 
     @staticmethod
-    def _presented(request: Request) -> str | None:
-        auth = request.headers.get("authorization")
+    def presented_key(headers: Mapping[str, str]) -> str | None:
+        """The key in ``authorization: Bearer <key>`` or ``x-api-key`` (HTTP headers or gRPC metadata)."""
+        auth = headers.get("authorization")
         if auth and auth[:7].lower() == "bearer ":
             return auth[7:].strip()
-        return request.headers.get("x-api-key")
+        return headers.get("x-api-key")
 
     def identify(self, request: Request) -> str:
-        """Return the caller's identity (key index or client address); raise Unauthorized when keys are required.
+        """Return the caller's identity (key index or client address); raise Unauthorized when keys are required."""
+        client = request.client
+        return self.authenticate(self.presented_key(request.headers), client.host if client else None)
 
-        Without keys the identity is the client address: the socket's peer, or what a proxy listed in
-        ``forwarded_allow_ips`` says (never a header from anyone else, so a fresh X-Forwarded-For per
-        request does not buy a fresh budget).
+    def authenticate(self, given: str | None, peer: str | None) -> str:
+        """The identity of a caller presenting key ``given`` from address ``peer``, whatever the protocol.
+
+        Without configured keys the identity is the address: the socket's peer, or what a proxy listed
+        in ``forwarded_allow_ips`` says (never a header from anyone else, so a fresh X-Forwarded-For
+        per request does not buy a fresh budget); with keys, Unauthorized unless one matches.
         """
         if not self._digests:
-            client = request.client
-            return f"addr:{client.host}" if client else "addr:unknown"
-        given = self._presented(request)
+            return f"addr:{peer}" if peer else "addr:unknown"
         if not given:
             self._on_reject("no_key")
             raise Unauthorized(

@@ -32,10 +32,17 @@ class BackendConfig(_Strict):
     """Where a route's model runs: ``local`` (a fencebox model reference) or ``upstream`` (a V2 server)."""
 
     kind: Literal["local", "upstream"] = "local"
+    protocol: Literal["http", "grpc"] = Field(
+        default="http",
+        description="upstream: the Open Inference Protocol flavour to speak (grpc needs the grpc extra)",
+    )
     model: str = Field(
         default="builtin:mnist", description="local: a model reference for fencebox.models.load_model"
     )
-    url: str | None = Field(default=None, description="upstream: base URL of a V2 (KServe/Triton) server")
+    url: str | None = Field(
+        default=None,
+        description="upstream: base URL of a V2 (KServe/Triton) server (grpc: host:port or grpc://host:port)",
+    )
     upstream_model: str | None = Field(
         default=None, description="upstream: the model's name there (default: route)"
     )
@@ -61,6 +68,8 @@ class BackendConfig(_Strict):
         if self.kind == "upstream":
             if not self.url:
                 raise ValueError("an upstream backend needs 'url' (e.g. http://127.0.0.1:8080)")
+            if self.protocol == "grpc" and "://" in self.url.removeprefix("grpc://"):
+                raise ValueError(f"a grpc upstream's url is host:port or grpc://host:port, got {self.url!r}")
             if self.input_shape is None:
                 raise ValueError("an upstream backend needs 'input_shape': [H, W, C] of the upstream model")
             if self.input_shape[2] not in (1, 3) or min(self.input_shape) < 1:
@@ -183,6 +192,12 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    grpc_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="also serve the Open Inference Protocol over gRPC on this port (null: off; needs the grpc extra)",
+    )
     routes: list[RouteConfig] = Field(default_factory=default_routes)
     default_route: str | None = None
     api_keys: list[SecretStr] = Field(default_factory=list)
