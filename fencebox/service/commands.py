@@ -30,7 +30,16 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+    # The app honours proxy headers itself, from settings.forwarded_allow_ips only; uvicorn's own
+    # default would trust X-Forwarded-For from loopback (a fresh address per request: a fresh budget).
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        proxy_headers=False,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -1,5 +1,6 @@
 """Model references (``fencebox.models.loaders``): built-in accuracy measured on the held-out split,
-cards, integrity, bad references, safetensors metadata."""
+cards, integrity, bad references, safetensors metadata; ``load_model`` resolves every model reference
+in one place, ``py:module:attr`` included, so the service, the CLI and the harness accept the same references."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fencebox.errors import ModelError
-from fencebox.models import builtin_card, list_builtin_models, load_dataset, load_model
+from fencebox.models import Classifier, builtin_card, list_builtin_models, load_dataset, load_model
 from fencebox.models.loaders import WEIGHTS_DIR
 
 MIN_CLEAN = {"mnist": 0.98, "mnist-adv": 0.95, "faces": 0.9}
@@ -76,3 +77,23 @@ def test_safetensors_ref_uses_card_and_metadata(tmp_path: Path) -> None:
         load_model(f"safetensors:{lone}?arch=faces_cnn", device="cpu")
     card = json.loads((WEIGHTS_DIR / "mnist.json").read_text())
     assert card["extra"]["bytes"] == src.stat().st_size
+
+
+def test_python_reference_gives_the_factorys_classifier() -> None:
+    model = load_model("py:tests.test_service_helpers:tiny_model")
+    assert isinstance(model, Classifier) and model.input_shape == (28, 28, 1)
+    assert load_model("py:tests.test_service_helpers:tiny_model") is model  # the factory's own instance
+
+
+@pytest.mark.parametrize(
+    ("ref", "words"),
+    [
+        ("py:tests.test_service_helpers", "py:module:attr"),
+        ("py:no_such_module_xyz:thing", "cannot import"),
+        ("py:tests.test_service_helpers:ROOT", "did not give a fencebox Classifier"),
+        ("nope:thing", "expected builtin, safetensors, state_dict, torchscript, onnx or py"),
+    ],
+)
+def test_bad_python_references_are_model_errors(ref: str, words: str) -> None:
+    with pytest.raises(ModelError, match=words):
+        load_model(ref)
