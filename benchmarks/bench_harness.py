@@ -39,9 +39,9 @@ def fencebox_steps_per_s(
     model: Classifier, chain: Transform, x: torch.Tensor, y: torch.Tensor, eot: int, steps: int, workers: int
 ) -> float:
     """Time ``steps`` BPDA+EOT PGD steps through the FenceBox harness (after one warm-up step)."""
+    from fencebox.attacks.geometry import project
+    from fencebox.attacks.gradient import ce_loss, loss_and_grad
     from fencebox.harness import DefendedClassifier
-    from fencebox.harness.attacks import ce_loss, loss_and_grad
-    from fencebox.harness.geometry import project
 
     defended = DefendedClassifier(model, chain, gradient="bpda", eot_samples=eot, seed=0, workers=workers)
     eps, alpha = 0.3, 0.01

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from fencebox.attacks.geometry import distance_u8
 from fencebox.errors import FenceboxError, InputError
 from fencebox.harness import DefendedClassifier
 from fencebox.harness.blackbox import hop_skip_jump, square_linf, square_p
-from fencebox.harness.geometry import distance_u8
 from fencebox.harness.oracle import LocalOracle, apply_policy, margins
 from fencebox.spec import load_chain
 from tests.test_harness_toy import toy_data, toy_model
