@@ -28,7 +28,8 @@ def test_policies_expose_only_what_they_allow() -> None:
     top = apply_policy(probs, "topk", k=2)
     assert top.scores is None and top.topk is not None and top.topk.tolist() == [[1, 2], [0, 2]]
     rounded = apply_policy(np.array([[0.123456, 0.876544]]), "rounded")
-    assert rounded.scores is not None and rounded.scores.tolist() == [[0.12, 0.88]]
+    # the float32 values the service's V2 route sends for 0.12 and 0.88
+    assert rounded.scores is not None and rounded.scores.tolist() == np.float32([[0.12, 0.88]]).tolist()
     with pytest.raises(FenceboxError, match="output policy"):
         apply_policy(probs, "everything")
     with pytest.raises(InputError, match="no scores"):
