@@ -56,7 +56,7 @@ def test_the_estimator_is_picked_per_call() -> None:
 
 
 def test_the_deterministic_prefix_runs_once_per_step_not_once_per_draw() -> None:
-    images, labels = toy_data(6)
+    images, _ = toy_data(6)
     x = nhwc_uint8_to_nchw_float(images)
     counting = Counting()
     chain = Chain([counting, load_chain("gaussian_noise()")])
