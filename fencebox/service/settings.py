@@ -124,6 +124,35 @@ class RateLimitConfig(_Strict):
     enabled: bool = False
     rate_per_s: float = Field(default=10.0, gt=0)
     burst: float = Field(default=100.0, ge=1)
+    backend: Literal["memory", "redis"] = Field(
+        default="memory", description="memory: per replica; redis: one budget shared by every replica"
+    )
+    redis_url: str | None = Field(
+        default=None, description="redis backend: e.g. redis://redis:6379/0 (rediss:// for TLS)"
+    )
+    fail: Literal["closed", "open"] = Field(
+        default="closed",
+        description="Redis unreachable: closed = refuse with 503; open = this replica's own bucket",
+    )
+    key_prefix: str = Field(default="fencebox:budget:", description="prefix of the buckets' Redis keys")
+    redis_timeout_s: float = Field(
+        default=0.25, gt=0, description="connect and read timeout of one charge (it blocks the request)"
+    )
+    retry_s: float = Field(
+        default=1.0, ge=0, description="after a Redis failure, answer per 'fail' this long before retrying"
+    )
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> RateLimitConfig:
+        if self.backend == "redis":
+            if not self.redis_url:
+                raise ValueError("rate_limit.backend 'redis' needs 'redis_url' (e.g. redis://redis:6379/0)")
+            scheme = self.redis_url.split("://", 1)[0]
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError(
+                    f"rate_limit.redis_url must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
+                )
+        return self
 
 
 def default_routes() -> list[RouteConfig]:
