@@ -168,6 +168,11 @@ def build_config(a: dict[str, Any]) -> Any:
         workers=a.get("workers", 1),
         escalate=not a.get("no_escalate", False),
     )
+    if a.get("fast") and a.get("strong"):
+        raise ConfigError("--fast and --strong contradict each other; the defaults are already strong")
+    if a.get("strong"):  # old spelling: at least 100 steps and 5 restarts
+        overrides["steps"] = max(overrides.get("steps", 100), 100)
+        overrides["restarts"] = max(overrides.get("restarts", 5), 5)
     cfg = EvalConfig.fast(**overrides) if a.get("fast") else EvalConfig(**overrides)
     cfg.validate()
     return cfg

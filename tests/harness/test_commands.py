@@ -47,3 +47,26 @@ def test_the_select_hint_is_only_given_when_not_already_followed(tmp_path: Path)
         assert "error:" in res.output and "no service route" in res.output
         assert "cover only" in res.output
         assert ("try --select spread" in res.output) is hinted
+
+
+def test_defaults_are_an_evaluation_and_fast_is_marked_a_smoke_run() -> None:
+    import pytest
+
+    from fencebox.errors import ConfigError
+    from fencebox.harness.commands import build_config
+
+    full = build_config({"eps": "0.1"})
+    assert (full.attacks, full.steps, full.restarts, full.eot, full.check_n) == (
+        ["apgd-ce", "apgd-dlr", "pgd"],
+        100,
+        5,
+        20,
+        100,
+    )
+    assert not full.smoke and full.score_draws == 20
+    fast = build_config({"eps": "0.1", "fast": True, "steps": 7})
+    assert fast.smoke and fast.steps == 7 and fast.restarts == 1
+    old = build_config({"eps": "0.1", "strong": True, "steps": 20})
+    assert (old.steps, old.restarts) == (100, 5)
+    with pytest.raises(ConfigError, match="contradict"):
+        build_config({"eps": "0.1", "strong": True, "fast": True})
