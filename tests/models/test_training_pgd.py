@@ -1,4 +1,4 @@
-"""PGD (``fencebox.models.pgd``): stays in the ε-ball and separates the plain from the adversarially
+"""PGD as training uses it (``fencebox.models.training.adversarial``, over the one PGD in ``fencebox.attacks``): stays in the ε-ball and separates the plain from the adversarially
 trained built-in model."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from fencebox.models import Classifier, load_dataset, load_model
-from fencebox.models.pgd import accuracy, pgd_linf
+from fencebox.models.training import accuracy, adversarial
 
 
 def test_adversarial_model_is_more_robust() -> None:
@@ -22,7 +22,7 @@ def test_adversarial_model_is_more_robust() -> None:
         def attack(
             a: torch.Tensor, b: torch.Tensor, m: Classifier = model, g: torch.Generator = gen
         ) -> torch.Tensor:
-            return pgd_linf(m.logits, a, b, 0.3, 10, 0.05, generator=g)
+            return adversarial(m.logits, a, b, 0.3, 10, 0.05, g)
 
         robust[name] = accuracy(model.logits, xt, yt, attack=attack)
     assert robust["mnist"] < 0.2
@@ -33,8 +33,8 @@ def test_pgd_stays_in_the_ball() -> None:
     model = load_model("builtin:mnist", device="cpu")
     x, y = load_dataset("builtin:mnist-test")
     xt = torch.from_numpy(x[:32]).permute(0, 3, 1, 2).float() / 255
-    adv = pgd_linf(
-        model.logits, xt, torch.from_numpy(y[:32]), 0.1, 5, generator=torch.Generator().manual_seed(0)
+    adv = adversarial(
+        model.logits, xt, torch.from_numpy(y[:32]), 0.1, 5, None, torch.Generator().manual_seed(0)
     )
     assert float((adv - xt).abs().max()) <= 0.1 + 1e-6
     assert adv.min() >= 0 and adv.max() <= 1
