@@ -34,7 +34,9 @@ def draw() -> Image.Image:
 
 def main() -> None:
     """Write the mask PNG."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     default = Path(__file__).resolve().parent.parent / "fencebox" / "harness" / "assets" / "glasses.png"
     parser.add_argument("--out", type=Path, default=default)
     args = parser.parse_args()

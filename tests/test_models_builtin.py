@@ -15,8 +15,13 @@ from fencebox.models import Classifier, builtin_card, list_builtin_models, load_
 from fencebox.models.loaders import WEIGHTS_DIR
 from fencebox.models.pgd import accuracy, pgd_linf
 
-MIN_CLEAN = {"mnist": 0.98, "mnist-adv": 0.95, "faces": 0.9}
-TEST_DATA = {"mnist": "builtin:mnist-test", "mnist-adv": "builtin:mnist-test", "faces": "builtin:faces-test"}
+MIN_CLEAN = {"mnist": 0.98, "mnist-adv": 0.95, "mnist-advgan": 0.97, "faces": 0.9}
+TEST_DATA = {
+    "mnist": "builtin:mnist-test",
+    "mnist-adv": "builtin:mnist-test",
+    "mnist-advgan": "builtin:mnist-test",
+    "faces": "builtin:faces-test",
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -28,7 +28,14 @@ from fencebox.harness.attacks import pgd
 from fencebox.harness.cache import array_fingerprint, key_hash
 from fencebox.harness.defended import DefendedClassifier
 from fencebox.harness.stats import wilson
-from fencebox.models.advgan import AdvGAN, Generator, generate_uint8, grey_levels, load_generator, save_generator
+from fencebox.models.advgan import (
+    AdvGAN,
+    Generator,
+    generate_uint8,
+    grey_levels,
+    load_generator,
+    save_generator,
+)
 from fencebox.torch_util import nhwc_uint8_to_nchw_float
 
 __all__ = [
@@ -188,13 +195,26 @@ def evaluate_advgan(
         y = torch.as_tensor(y_te[idx], dtype=torch.long)
         randomized = bool(getattr(judge.chain, "randomized", False))
         t1 = time.perf_counter()
-        out = pgd(attack, x, y, eps_q, "linf", pgd_steps, generator=torch.Generator().manual_seed(cfg.seed),
-                  early_stop=not randomized)
+        out = pgd(
+            attack,
+            x,
+            y,
+            eps_q,
+            "linf",
+            pgd_steps,
+            generator=torch.Generator().manual_seed(cfg.seed),
+            early_stop=not randomized,
+        )
         pgd_seconds = time.perf_counter() - t1
-        adv_p = np.clip(
-            np.rint(out.x_adv.permute(0, 2, 3, 1).numpy() * 255.0), x_te[idx].astype(np.int16) - levels,
-            x_te[idx].astype(np.int16) + levels,
-        ).clip(0, 255).astype(np.uint8)
+        adv_p = (
+            np.clip(
+                np.rint(out.x_adv.permute(0, 2, 3, 1).numpy() * 255.0),
+                x_te[idx].astype(np.int16) - levels,
+                x_te[idx].astype(np.int16) + levels,
+            )
+            .clip(0, 255)
+            .astype(np.uint8)
+        )
         pgd_rate = float((judge.judge(adv_p) != y_te[idx]).mean())
         pgd_speed = idx.size / max(pgd_seconds, 1e-9)
     attacked = int(idx.size)

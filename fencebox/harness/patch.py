@@ -366,7 +366,7 @@ def evaluate_patch(
     cfg.validate()
     t0 = time.perf_counter()
     x_te, y_te = test
-    _, h, w, c = x_te.shape
+    _, h, w, _ = x_te.shape
     target = _fit_labels(y_te, eyes)
     clean = judge.judge(x_te) == y_te
     idx = np.flatnonzero(target & clean)
@@ -387,9 +387,9 @@ def evaluate_patch(
         params = sample_placements(len(x_te), side, h, w, cfg, gen)
         with torch.no_grad():
             composite = apply_square(nhwc_uint8_to_nchw_float(x_te), patch, params)
-            _, mask = _place(patch, len(x_te), h, w, params)
+            _, cover = _place(patch, len(x_te), h, w, params)
         adv[idx] = nchw_float_to_nhwc_uint8(composite)[idx]
-        share = float(mask.mean())
+        share = float(cover.mean())
         steps[idx] = cfg.steps
     else:
         mask = glasses_mask(eyes, h, w)

@@ -33,7 +33,7 @@ def grey_levels(eps: float) -> int:
     """The L∞ budget ``eps`` (pixel units in [0, 1]) as a whole number of grey levels: ``floor(255 eps)``."""
     if not (0 <= eps <= 1) or not math.isfinite(eps):
         raise ConfigError(f"eps must be in [0, 1], got {eps}")
-    return int(math.floor(255.0 * eps + 1e-9))
+    return math.floor(255.0 * eps + 1e-9)
 
 
 class Generator(nn.Module):
@@ -58,7 +58,9 @@ class Generator(nn.Module):
             for _ in range(2)
         )
         self.dec = nn.Sequential(
-            nn.Conv2d(width, width // 2, 3, padding=1), nn.ReLU(), nn.Conv2d(width // 2, channels, 3, padding=1)
+            nn.Conv2d(width, width // 2, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width // 2, channels, 3, padding=1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,7 +120,9 @@ def margin(logits: torch.Tensor, y: torch.Tensor, kappa: float = 0.0) -> torch.T
 class AdvGAN:
     """A generator, its discriminator and their optimisers: one :meth:`step` trains both on a batch."""
 
-    def __init__(self, channels: int, levels: int, lr: float = 1e-3, alpha: float = 0.1, seed: int = 0) -> None:
+    def __init__(
+        self, channels: int, levels: int, lr: float = 1e-3, alpha: float = 0.1, seed: int = 0
+    ) -> None:
         if not 0 < levels <= 255:
             raise ConfigError(f"AdvGAN needs a budget of 1 to 255 grey levels, got {levels}")
         with torch.random.fork_rng(devices=[]):
@@ -129,7 +133,9 @@ class AdvGAN:
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
 
-    def step(self, target: LogitsFn, x: torch.Tensor, y: torch.Tensor, kappa: float = 0.0) -> dict[str, float]:
+    def step(
+        self, target: LogitsFn, x: torch.Tensor, y: torch.Tensor, kappa: float = 0.0
+    ) -> dict[str, float]:
         """One discriminator and one generator update on the batch; returns the losses and fooled share."""
         with torch.enable_grad():
             adv = perturb(self.generator, x, self.levels)
@@ -151,7 +157,9 @@ class AdvGAN:
         return {"adv": float(loss_adv.detach()), "gan": float(loss_gan.detach()), "fooled": fooled}
 
 
-def save_generator(generator: Generator, levels: int, path: str | Path, info: dict[str, object] | None = None) -> Path:
+def save_generator(
+    generator: Generator, levels: int, path: str | Path, info: dict[str, object] | None = None
+) -> Path:
     """Write the generator as safetensors with its channels, width, budget and ``info`` in the metadata."""
     from safetensors.torch import save_file
 

@@ -32,7 +32,6 @@ from fencebox.models.pgd import accuracy, pgd_linf
 from fencebox.models.torch_model import resolve_device
 from fencebox.torch_util import nhwc_uint8_to_nchw_float
 
-
 ADVERSARIAL = ("pgd", "advgan")
 """Adversarial training kinds: Madry et al.'s PGD, Xiao et al.'s AdvGAN examples."""
 
@@ -212,7 +211,11 @@ def _epoch_eps(cfg: TrainConfig, progress: float) -> float:
 
 
 def _with_advgan(
-    advgan: AdvGAN, forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, xb: torch.Tensor, yb: torch.Tensor
+    advgan: AdvGAN,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    model: nn.Module,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One AdvGAN step against the current model, then the batch with its generated twins appended.
 
@@ -271,7 +274,9 @@ def train(
 
         advgan = None
         if cfg.adversarial == "advgan":
-            advgan = AdvGAN(input_shape[2], grey_levels(cfg.eps), lr=cfg.lr, alpha=cfg.gan_alpha, seed=cfg.seed)
+            advgan = AdvGAN(
+                input_shape[2], grey_levels(cfg.eps), lr=cfg.lr, alpha=cfg.gan_alpha, seed=cfg.seed
+            )
 
         x, y = _tensors(x_np, y_np, device)
         n = len(x)

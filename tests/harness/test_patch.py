@@ -33,8 +33,10 @@ SMALL = PatchConfig(steps=8, batch=16, step_size=0.1, seed=3)
 
 @pytest.fixture(scope="module")
 def faces() -> tuple[object, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    return load_model("builtin:faces", device="cpu"), load_dataset("builtin:faces-train"), load_dataset(
-        "builtin:faces-test"
+    return (
+        load_model("builtin:faces", device="cpu"),
+        load_dataset("builtin:faces-train"),
+        load_dataset("builtin:faces-test"),
     )
 
 
@@ -96,7 +98,9 @@ def test_placements_stay_in_the_image_and_follow_the_scale_range() -> None:
     cfg = dataclasses.replace(SMALL, scale=(0.5, 3.0))
     p = sample_placements(500, 8, 28, 28, cfg, torch.Generator().manual_seed(0))
     assert float(p["side"].min()) >= 4.0 - 1e-4 and float(p["side"].max()) <= 28.0 + 1e-4
-    assert bool((p["cx"] - p["side"] / 2 >= -0.5 - 1e-4).all() & (p["cx"] + p["side"] / 2 <= 27.5 + 1e-4).all())
+    assert bool(
+        (p["cx"] - p["side"] / 2 >= -0.5 - 1e-4).all() & (p["cx"] + p["side"] / 2 <= 27.5 + 1e-4).all()
+    )
     assert float(p["angle"].abs().max()) <= np.radians(cfg.rotation) + 1e-6
 
 
@@ -105,7 +109,9 @@ def test_square_patch_on_mnist_changes_only_a_small_region_and_reports_its_share
     x, y = toy_data(40)
     judge = DefendedClassifier(model, load_chain("none"), seed=1)
     cfg = dataclasses.replace(SMALL, size=0.1, steps=20)
-    res, shown = evaluate_patch(judge, UndefendedClassifier(model), (x[:30], y[:30]), (x[30:], y[30:]), cfg, examples=3)
+    res, shown = evaluate_patch(
+        judge, UndefendedClassifier(model), (x[:30], y[:30]), (x[30:], y[30:]), cfg, examples=3
+    )
     assert res.n == 10 and res.attacked <= 10 and res.broken <= res.attacked
     assert res.success_rate == pytest.approx(res.broken / max(1, res.attacked))
     assert res.share == pytest.approx(0.1, abs=0.04)  # the patch covers about its nominal share
@@ -147,7 +153,9 @@ def test_glasses_push_faces_towards_non_face_on_the_bare_model(faces) -> None:  
     model, train, (x, y) = faces
     judge = DefendedClassifier(model, load_chain("none"), seed=0)
     cfg = dataclasses.replace(SMALL, shape="glasses", steps=30)
-    res, shown = evaluate_patch(judge, UndefendedClassifier(model), train, (x, y), cfg, eyes=FACES, examples=25)
+    res, shown = evaluate_patch(
+        judge, UndefendedClassifier(model), train, (x, y), cfg, eyes=FACES, examples=25
+    )
     assert res.attacked == res.n == 25 and 0.0 <= res.success_rate <= 1.0
     broken = np.asarray(res.per_example["broken"])
     assert (np.asarray(res.per_example["steps"])[~broken] == cfg.steps).all()  # survivors ran every step
