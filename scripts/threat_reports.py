@@ -13,10 +13,11 @@ position, scale 0.9-1.1 and rotation ±15°; also 20 %) and the eyeglass frame, 
 surrogate gradient (EOT over 4 draws on random chains).  Writes report.json, report.md and example
 images (clean | attacked | after the chain) under examples/.
 
-``advgan``: builtin:mnist, builtin:mnist-adv and builtin:mnist-advgan with no chain on the first ``--n``
-test digits: PGD (``--pgd-steps``, CE, one random start) and AdvGAN (a generator trained on
-``--gan-train`` training digits for ``--gan-epochs`` epochs against each model) at ε = 0.1, 0.2, 0.3,
-in whole grey levels.  Writes report.json and report.md.
+``advgan``: builtin:mnist, builtin:mnist-adv and builtin:mnist-advgan (``--models``) with no chain on the
+first ``--n`` test digits: PGD (``--pgd-steps``, CE, one random start) and AdvGAN (a generator trained on
+``--gan-train`` training digits for ``--gan-epochs`` epochs against each model) at ``--eps`` (0.3, the
+training ε of both adversarially trained models), in whole grey levels.  Writes report.json and
+report.md; rows of models not run this time are kept.
 
 ``summary``: the Markdown tables of both reports, printed from their JSON (for the README).
 """
@@ -36,6 +37,7 @@ import torch
 from fencebox import load_chain
 from fencebox.harness import DefendedClassifier, UndefendedClassifier
 from fencebox.harness.advgan import AdvGANConfig, evaluate_advgan
+from fencebox.harness.localized import estimators
 from fencebox.harness.patch import PatchConfig, evaluate_patch
 from fencebox.models import load_dataset, load_model
 from fencebox.models.data import eye_line
@@ -50,15 +52,6 @@ FACE_CHAINS = {
 SIZES = (0.01, 0.02, 0.05, 0.1, 0.2)
 """The issue's 1, 2, 5 and 10 % of the image area, and 20 % to show where a patch starts to work."""
 EOT = 4
-
-
-def _estimators(chain: Any) -> list[tuple[str, int]]:
-    """BPDA, and the chain's surrogate when it differs from the identity; EOT draws on random chains."""
-    k = EOT if chain.randomized else 1
-    out = [("bpda", k)]
-    if chain.surrogate_kind != "identity":
-        out.append(("surrogate", k))
-    return out
 
 
 def _save_examples(folder: Path, name: str, shown: dict[str, np.ndarray]) -> str | None:
@@ -91,7 +84,7 @@ def faces(args: argparse.Namespace) -> None:
     for name, spec in FACE_CHAINS.items():
         chain = load_chain(spec)
         judge = DefendedClassifier(model, chain, seed=11)
-        for gradient, k in _estimators(chain):
+        for gradient, k in estimators(chain, EOT):
             attack = DefendedClassifier(model, chain, gradient=gradient, eot_samples=k, seed=12)
             shapes: list[tuple[str, float]] = [("square", s) for s in SIZES] + [("glasses", 0.0)]
             for shape, size in shapes:
@@ -154,13 +147,14 @@ def advgan(args: argparse.Namespace) -> None:
     x_te, y_te = load_dataset("builtin:mnist-test")
     train = (x_tr[: args.gan_train], y_tr[: args.gan_train])
     test = (x_te[: args.n], y_te[: args.n])
-    rows: list[dict[str, Any]] = []
+    old = json.loads((out / "report.json").read_text())["results"] if (out / "report.json").exists() else []
+    rows: list[dict[str, Any]] = [r for r in old if r["model"] not in args.models]
     t_start = time.perf_counter()
-    cfg = AdvGANConfig(epochs=args.gan_epochs, batch=64, lr=2e-3, seed=0)
-    for ref in ("builtin:mnist", "builtin:mnist-adv", "builtin:mnist-advgan"):
+    cfg = AdvGANConfig(epochs=args.gan_epochs, batch=64, lr=1e-3, seed=0)
+    for ref in args.models:
         model = load_model(ref, device="cpu")
         judge = DefendedClassifier(model, load_chain("none"), seed=5)
-        for eps in (0.1, 0.2, 0.3):
+        for eps in args.eps:
             judge.reseed(5)
             res = evaluate_advgan(
                 judge,
@@ -188,21 +182,21 @@ def advgan(args: argparse.Namespace) -> None:
             )
     report = {
         "config": {
-            "models": ["builtin:mnist", "builtin:mnist-adv", "builtin:mnist-advgan"],
+            "models": sorted({r["model"] for r in rows}),
             "chain": "none",
             "data": "builtin:mnist-test",
             "n": args.n,
             "pgd": f"PGD-{args.pgd_steps}, CE, step 2.5 eps / steps, one random start, judged in uint8",
             "advgan": f"generator trained {args.gan_epochs} epochs on the first {args.gan_train} training digits",
             "machine": platform.machine(),
-            "seconds": round(time.perf_counter() - t_start, 1),
+            "seconds_last_run": round(time.perf_counter() - t_start, 1),
         },
-        "results": rows,
+        "results": sorted(rows, key=lambda r: (r["model"], r["eps"])),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "report.md").write_text(summary_advgan(out) + "\n")
-    print(f"wrote {out}/report.json in {report['config']['seconds']} s")
+    print(f"wrote {out}/report.json in {report['config']['seconds_last_run']} s")
 
 
 def _pct(x: float | None) -> str:
@@ -287,8 +281,12 @@ def main() -> None:
     a.add_argument("--out", type=Path, default=Path("reports/mnist-advgan"))
     a.add_argument("--n", type=int, default=100)
     a.add_argument("--pgd-steps", type=int, default=20)
-    a.add_argument("--gan-train", type=int, default=1000)
+    a.add_argument("--gan-train", type=int, default=4000)
     a.add_argument("--gan-epochs", type=int, default=5)
+    a.add_argument("--eps", type=float, nargs="+", default=[0.3])
+    a.add_argument(
+        "--models", nargs="+", default=["builtin:mnist", "builtin:mnist-adv", "builtin:mnist-advgan"]
+    )
     s = sub.add_parser("summary")
     s.add_argument(
         "folders", nargs="*", type=Path, default=[Path("reports/faces"), Path("reports/mnist-advgan")]

@@ -2,7 +2,7 @@
 
 Usage: python scripts/train_builtin.py [NAME ...] [--out DIR] [--threads N]
 Names: mnist, mnist-adv, mnist-advgan, faces (default: all).  Seeded and deterministic on CPU.
-mnist-advgan (AdvGAN adversarial training, 12 epochs) takes about 6 minutes on one busy core.
+mnist-advgan (AdvGAN adversarial training, 8 epochs) takes about 6 minutes on an idle core.
 """
 
 from __future__ import annotations

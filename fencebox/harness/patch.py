@@ -68,6 +68,11 @@ class PatchConfig:
         """Raise ConfigError naming the first bad setting."""
         if self.shape not in PATCH_SHAPES:
             raise ConfigError(f"patch shape must be one of {', '.join(PATCH_SHAPES)}, got {self.shape!r}")
+        if self.size > 1:
+            raise ConfigError(
+                f"a patch of {self.size:g} times the image area is larger than the image; "
+                "--patch-size is a share of the image area in (0, 1]"
+            )
         if not (0 < self.size <= 1) or not math.isfinite(self.size):
             raise ConfigError(f"patch size is a share of the image area in (0, 1], got {self.size}")
         if self.steps < 1 or self.batch < 1:

@@ -1,8 +1,8 @@
 """AdvGAN (Xiao et al. 2018): a small generator that makes an adversarial perturbation in one forward pass.
 
-The generator ``G`` maps an image to a perturbation; the adversarial image is
-``clip(x + (k / 255) tanh(G(x)), 0, 1)``, so every pixel moves by at most ``k`` grey levels (the L∞ budget
-as a whole number of levels, ``k = floor(255 ε)``).  ``G`` is trained against a target's logits with
+The generator ``G`` maps an image to a perturbation: its tanh output is mapped onto each pixel's
+feasible interval ``[max(x - k/255, 0), min(x + k/255, 1)]`` (:func:`perturb`), so every pixel moves by at
+most ``k`` grey levels (the L∞ budget as a whole number of levels, ``k = floor(255 ε)``).  ``G`` is trained against a target's logits with
 the paper's losses: the C&W margin ``max(z_y - max_{j≠y} z_j, -κ)`` (untargeted) plus ``alpha`` times the
 least-squares GAN loss of a small discriminator ``D`` that tells generated images from clean ones.  The
 paper's soft hinge on the perturbation norm is not needed: the tanh bound enforces the budget exactly.
@@ -39,35 +39,43 @@ def grey_levels(eps: float) -> int:
 class Generator(nn.Module):
     """Encoder (stride 2), two residual blocks, decoder back to the input size; ~40k parameters.
 
-    Any input size: the decoder upsamples to exactly the input's height and width.
+    The input carries two coordinate channels (CoordConv): a plain convolutional net sees MNIST's black
+    background as the same everywhere and could only paint it one uniform value, while a useful
+    perturbation depends on the position.  Any input size: the decoder upsamples to the input's size.
     """
 
     def __init__(self, channels: int, width: int = 32) -> None:
         super().__init__()
         self.channels, self.width = channels, width
         self.enc = nn.Sequential(
-            nn.Conv2d(channels, width // 2, 3, padding=1),
-            nn.ReLU(),
+            nn.Conv2d(channels + 2, width // 2, 3, padding=1),
+            nn.LeakyReLU(0.2),
             nn.Conv2d(width // 2, width, 3, stride=2, padding=1),
-            nn.ReLU(),
+            nn.LeakyReLU(0.2),
         )
         self.res = nn.ModuleList(
             nn.Sequential(
-                nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1)
+                nn.Conv2d(width, width, 3, padding=1),
+                nn.LeakyReLU(0.2),
+                nn.Conv2d(width, width, 3, padding=1),
             )
             for _ in range(2)
         )
         self.dec = nn.Sequential(
             nn.Conv2d(width, width // 2, 3, padding=1),
-            nn.ReLU(),
+            nn.LeakyReLU(0.2),
             nn.Conv2d(width // 2, channels, 3, padding=1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Unbounded perturbation logits, shape of ``x`` (:func:`perturb` bounds them)."""
-        h = self.enc(x * 2.0 - 1.0)
+        n, _, height, width = x.shape
+        ys = torch.linspace(-1.0, 1.0, height, dtype=x.dtype, device=x.device)
+        xs = torch.linspace(-1.0, 1.0, width, dtype=x.dtype, device=x.device)
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")).expand(n, -1, -1, -1)
+        h = self.enc(torch.cat([x * 2.0 - 1.0, grid], 1))
         for block in self.res:
-            h = F.relu(h + block(h))
+            h = F.leaky_relu(h + block(h), 0.2)
         h = F.interpolate(h, size=x.shape[-2:], mode="nearest")
         return self.dec(h)
 
@@ -93,19 +101,28 @@ class Discriminator(nn.Module):
 
 
 def perturb(generator: nn.Module, x: torch.Tensor, levels: int) -> torch.Tensor:
-    """``clip(x + (levels / 255) tanh(G(x)), 0, 1)``: differentiable in ``G``'s parameters."""
-    return (x + (levels / 255.0) * torch.tanh(generator(x))).clamp(0.0, 1.0)
+    """The adversarial image: ``G``'s tanh output mapped onto each pixel's feasible interval.
+
+    The interval is ``[max(x - k/255, 0), min(x + k/255, 1)]``, so the budget and the [0, 1] range hold
+    by construction, with no clipping that would cut the gradient (clipping a black background pixel
+    pushed below 0 gives no gradient, and the generator then collapses to a useless saturated corner).
+    Differentiable in ``G``'s parameters.
+    """
+    e = levels / 255.0
+    lo, hi = (x - e).clamp_min(0.0), (x + e).clamp_max(1.0)
+    return lo + (hi - lo) * (torch.tanh(generator(x)) + 1.0) / 2.0
 
 
 def generate_uint8(generator: nn.Module, images: np.ndarray, levels: int, batch: int = 512) -> np.ndarray:
-    """Adversarial uint8 NHWC images: each pixel moved by a whole number of levels, at most ``levels``."""
+    """Adversarial uint8 NHWC images (:func:`perturb`, rounded): each pixel moves by at most ``levels``."""
     out = np.empty_like(images)
     with torch.no_grad():
         for i in range(0, len(images), batch):
             u8 = torch.from_numpy(np.ascontiguousarray(images[i : i + batch])).permute(0, 3, 1, 2)
-            x = u8.float() / 255.0
-            delta = (levels * torch.tanh(generator(x))).round().clamp(-levels, levels)
-            adv = (u8.to(torch.int16) + delta.to(torch.int16)).clamp(0, 255).to(torch.uint8)
+            v = u8.to(torch.float32)
+            lo, hi = (v - levels).clamp_min(0.0), (v + levels).clamp_max(255.0)
+            t = torch.tanh(generator(v / 255.0))
+            adv = (lo + (hi - lo) * (t + 1.0) / 2.0).round().clamp(lo, hi).to(torch.uint8)
             out[i : i + batch] = adv.permute(0, 2, 3, 1).numpy()
     return out
 

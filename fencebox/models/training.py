@@ -33,6 +33,8 @@ from fencebox.models.torch_model import resolve_device
 from fencebox.torch_util import nhwc_uint8_to_nchw_float
 
 ADVERSARIAL = ("pgd", "advgan")
+GAN_LR = 1e-3
+"""Adam learning rate of the AdvGAN generator and discriminator (constant; larger rates saturate the tanh)."""
 """Adversarial training kinds: Madry et al.'s PGD, Xiao et al.'s AdvGAN examples."""
 
 
@@ -126,7 +128,7 @@ RECIPES: dict[str, TrainConfig] = {
         arch="mnist_cnn",
         data="builtin:mnist-train",
         test_data="builtin:mnist-test",
-        epochs=12,
+        epochs=8,
         batch_size=64,
         lr=2e-3,
         shift=2,
@@ -275,7 +277,7 @@ def train(
         advgan = None
         if cfg.adversarial == "advgan":
             advgan = AdvGAN(
-                input_shape[2], grey_levels(cfg.eps), lr=cfg.lr, alpha=cfg.gan_alpha, seed=cfg.seed
+                input_shape[2], grey_levels(cfg.eps), lr=GAN_LR, alpha=cfg.gan_alpha, seed=cfg.seed
             )
 
         x, y = _tensors(x_np, y_np, device)
