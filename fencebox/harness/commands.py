@@ -74,10 +74,23 @@ def evaluate(
         "all",
         "--threat",
         help="oblivious,transfer,bpda,eot,bpda-eot,blackbox-scores,blackbox-label (aliases: "
-        "blackbox, adaptive, all)",
+        "blackbox, adaptive, all); 'patch' adds the patch threats (their own rows, not in 'all')",
+    ),
+    patch_size: str = typer.Option(
+        "0.01,0.02,0.05,0.1", "--patch-size", help="square patch sizes as shares of the image area"
+    ),
+    patch_shape: str = typer.Option(
+        "square", "--patch-shape", help="square|glasses (glasses: face data sets with an eye line)"
+    ),
+    patch_steps: int = typer.Option(100, "--patch-steps", help="optimisation steps of a patch attack"),
+    advgan_epochs: int = typer.Option(5, "--advgan-epochs", help="AdvGAN generator training epochs"),
+    train_limit: int = typer.Option(
+        0, "--train-limit", help="train patches and AdvGAN on the first N training images (0: all)"
     ),
     attacks: str = typer.Option(
-        "fgsm,pgd,cw,apgd", "--attacks", help="fgsm,pgd,cw,apgd-ce,apgd-dlr (apgd = both)"
+        "fgsm,pgd,cw,apgd",
+        "--attacks",
+        help="fgsm,pgd,cw,apgd-ce,apgd-dlr (apgd = both); advgan adds an AdvGAN column next to PGD",
     ),
     eps: str = typer.Option("0.1,0.2,0.3", "--eps", help="L-inf radii on the [0, 1] pixel scale"),
     eps_l2: str = typer.Option("", "--eps-l2", help="L2 radii on the [0, 1] pixel scale (optional)"),
@@ -133,11 +146,26 @@ def _evaluate(a: dict[str, Any]) -> None:
 
     if a["threads"] > 0:
         torch.set_num_threads(a["threads"])
+    from fencebox.harness.localized import (
+        advgan_markdown,
+        advgan_rows,
+        parse_patch_shapes,
+        patch_configs,
+        patch_markdown,
+        patch_rows,
+        train_split_of,
+    )
+
+    threat_names = split_list(a["threat"])
+    attack_names = split_list(a["attacks"])
+    want_patch, want_advgan = "patch" in threat_names, "advgan" in attack_names
+    threat_names = [t for t in threat_names if t != "patch"]
+    attack_names = [x for x in attack_names if x != "advgan"]
     steps, restarts = a["steps"], a["restarts"]
     if a["strong"]:
         steps, restarts = max(steps, 100), max(restarts, 5)
     config = EvalConfig(
-        attacks=parse_attacks(split_list(a["attacks"])),
+        attacks=parse_attacks(attack_names),
         eps=parse_floats(a["eps"], "--eps"),
         eps_l2=parse_floats(a["eps_l2"], "--eps-l2"),
         steps=steps,
@@ -149,13 +177,22 @@ def _evaluate(a: dict[str, Any]) -> None:
         workers=a["workers"],
         check_n=a["check_n"],
     )
-    threats = parse_threats(split_list(a["threat"]))
+    threats = parse_threats(threat_names)
+    if not config.attacks:  # only advgan asked for: no gradient-attack units
+        threats = [t for t in threats if not t.whitebox]
     chain_names = split_list(a["chains"])
     chains = {name: load_chain(name) for name in chain_names}
     images, labels = load_dataset(a["data"])
     indices = select_indices(len(images), a["n"], a["select"])
     images, labels = images[indices], labels[indices]
     target = load_model(a["model"], device=a["device"])
+    shapes = parse_patch_shapes(a["patch_shape"]) if want_patch else []
+    sizes = parse_floats(a["patch_size"], "--patch-size")
+    if want_patch:
+        patch_configs(shapes, sizes, a["data"], images.shape[1:3], a["patch_steps"], a["seed"])
+    train = load_dataset(train_split_of(a["data"])) if want_patch or want_advgan else None
+    if train is not None and a["train_limit"] > 0:
+        train = (train[0][: a["train_limit"]], train[1][: a["train_limit"]])
     source_ref = a["source"]
     source = load_model(source_ref, device=a["device"]) if source_ref else None
     out: Path = a["out"]
@@ -247,8 +284,43 @@ def _evaluate(a: dict[str, Any]) -> None:
                 progress.update(task, description=msg)
 
             doc = evaluate(runner, chains, threats, doc_config, tick)
+            if train is not None and want_patch:
+                doc["patch_results"] = patch_rows(
+                    target,
+                    a["model"],
+                    a["data"],
+                    (images, labels),
+                    train,
+                    chains,
+                    shapes,
+                    sizes,
+                    config.eot,
+                    a["patch_steps"],
+                    a["seed"],
+                    out / "cache",
+                    tick,
+                )
+            if train is not None and want_advgan:
+                doc["advgan_results"] = advgan_rows(
+                    target,
+                    a["model"],
+                    (images, labels),
+                    train,
+                    chains,
+                    config.eps,
+                    config.eot,
+                    pgd_steps=config.steps,
+                    epochs=a["advgan_epochs"],
+                    seed=a["seed"],
+                    cache_dir=out / "cache",
+                    progress=tick,
+                )
             progress.update(task, completed=total, description="done")
     paths = write_report(doc, out)
+    extra = [patch_markdown(doc.get("patch_results", [])), advgan_markdown(doc.get("advgan_results", []))]
+    if any(extra):
+        with paths["md"].open("a") as fh:
+            fh.write("\n\n" + "\n\n".join(t for t in extra if t) + "\n")
     failed = [c for c in doc["checks"] if not c["passed"]]
     for c in failed:
         console.print(f"[bold red]CHECK FAILED[/] {c['name']}: {c['detail']}")

@@ -62,6 +62,33 @@ def estimators(chain: Transform, eot: int) -> list[tuple[str, int]]:
     return out
 
 
+def patch_configs(
+    shapes: list[str],
+    sizes: list[float],
+    data_ref: str,
+    image_hw: tuple[int, int],
+    steps: int = 100,
+    seed: int = 0,
+) -> list[PatchConfig]:
+    """The patch attacks to run, checked before any work: ConfigError for a patch larger than the image
+    or a glasses mask on a data set without an eye line."""
+    h, w = image_hw
+    configs: list[PatchConfig] = []
+    for shape in shapes:
+        for size in sizes if shape == "square" else [0.05]:
+            cfg = PatchConfig(shape=shape, size=size, steps=steps, seed=seed)
+            cfg.validate()
+            if shape == "square":
+                square_side(size, h, w)
+            elif eye_line(data_ref) is None:
+                raise ConfigError(
+                    f"--patch-shape glasses needs a face data set with an eye line; {data_ref} has none "
+                    "(use --patch-shape square)"
+                )
+            configs.append(cfg)
+    return configs
+
+
 def patch_rows(
     model: Classifier,
     model_ref: str,
@@ -80,20 +107,7 @@ def patch_rows(
     """Every (chain, shape, size, estimator) patch row as a report dict; validated before any work."""
     tick = progress or (lambda _msg: None)
     eyes = eye_line(data_ref)
-    _, h, w, _ = test[0].shape
-    configs: list[PatchConfig] = []
-    for shape in shapes:
-        for size in sizes if shape == "square" else [0.05]:
-            cfg = PatchConfig(shape=shape, size=size, steps=steps, seed=seed)
-            cfg.validate()
-            if shape == "square":
-                square_side(size, h, w)
-            elif eyes is None:
-                raise ConfigError(
-                    f"--patch-shape glasses needs a face data set with an eye line; {data_ref} has none "
-                    "(use --patch-shape square)"
-                )
-            configs.append(cfg)
+    configs = patch_configs(shapes, sizes, data_ref, test[0].shape[1:3], steps, seed)
     rows = []
     for name, chain in chains.items():
         for gradient, k in estimators(chain, eot):
