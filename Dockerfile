@@ -16,6 +16,8 @@ WORKDIR /app
 COPY pyproject.toml README.md Makefile ./
 COPY fencebox ./fencebox
 RUN make .venv/.installed-base
+# the redis client, for query budgets shared by replicas (rate_limit.backend: redis; docs/scale.md)
+RUN .venv/bin/python -m pip install -q -e '.[redis]'
 
 FROM python:${PYTHON}-slim AS kserve-upstream
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1

@@ -27,6 +27,8 @@ serve: $(VENV)/.installed-base
 
 ## test: set up, then lint, type-check and run the whole test suite
 test: $(VENV)/.installed-test lint
+	@if [ ! -x "$${FENCEBOX_CHROMIUM:-/usr/bin/chromium}" ] && ! command -v chromium >/dev/null 2>&1; then \
+	  echo "!!!!!!!!!! NO CHROMIUM FOUND: the /ui browser tests will be SKIPPED (apt-get install chromium) !!!!!!!!!!"; fi
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test

@@ -76,10 +76,10 @@ def test_query_budget_per_key_answers_429_with_retry_after() -> None:
 
 
 def test_idle_callers_are_forgotten_without_changing_budgets(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fencebox.service import security
+    from fencebox.service import budgets, security
     from fencebox.service.settings import RateLimitConfig
 
-    monkeypatch.setattr(security, "MAX_TRACKED_CALLERS", 3)
+    monkeypatch.setattr(budgets, "MAX_TRACKED_CALLERS", 3)  # the memory BucketStore's cap
     guard = security.Guard(
         [], RateLimitConfig(enabled=True, rate_per_s=2.0, burst=2), on_reject=lambda r: None
     )

@@ -46,7 +46,7 @@ def _expected(x: np.ndarray) -> np.ndarray:
 def test_server_and_model_metadata(triton: th.InferenceServerClient) -> None:
     assert triton.is_server_live() and triton.is_server_ready()
     assert triton.is_model_ready("tiny")
-    assert triton.get_server_metadata()["extensions"] == ["binary_tensor_data"]
+    assert triton.get_server_metadata()["extensions"] == ["binary_tensor_data", "model_repository"]
     meta = triton.get_model_metadata("tiny")
     assert meta["inputs"] == [{"name": "input", "datatype": "UINT8", "shape": [-1, 28, 28, 1]}]
     assert [o["name"] for o in meta["outputs"]] == ["label"]  # no scores under the default policy

@@ -15,6 +15,9 @@ def serve(
     ),
     host: str | None = typer.Option(None, "--host", help="address to listen on (default 127.0.0.1)"),
     port: int | None = typer.Option(None, "--port", help="port to listen on (default 8000)"),
+    grpc_port: int | None = typer.Option(
+        None, "--grpc-port", help="also serve the gRPC Open Inference Protocol on this port (default: off)"
+    ),
 ) -> None:
     """Serve the routes of CONFIG (default: builtin:mnist as 'mnist' behind fencebox-default) over HTTP."""
     import uvicorn
@@ -22,7 +25,7 @@ def serve(
     from fencebox.service import create_app, load_settings
 
     try:
-        settings = load_settings(config, host=host, port=port)
+        settings = load_settings(config, host=host, port=port, grpc_port=grpc_port)
     except FenceboxError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

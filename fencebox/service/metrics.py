@@ -82,6 +82,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.budget_store_failures = Counter(
+            "fencebox_budget_store_failures",
+            "Budget charges that could not reach the shared store (Redis), by the mode that answered "
+            "them: closed (refused, 503) or open (charged on this replica's own bucket)",
+            ["mode"],
+            registry=r,
+        )
 
 
 def record_stage(scope: MutableMapping[str, Any], stage: str, seconds: float) -> None:

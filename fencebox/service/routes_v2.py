@@ -7,25 +7,21 @@ shape with values in [0, 1]), and the outputs its policy allows: ``label`` (INT6
 
 from __future__ import annotations
 
-import time
+import json
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-import fencebox
-from fencebox.service import v2codec
+from fencebox.service import dataplane, v2codec
 from fencebox.service.bodies import read_body
-from fencebox.service.common import ERROR_RESPONSES, runtime_of, with_deadline
+from fencebox.service.common import ERROR_RESPONSES, runtime_of
 from fencebox.service.errors import BadRequest, Overloaded, retry_after
 from fencebox.service.metrics import record_stage
-from fencebox.service.policy import v2_output_signature, v2_outputs
-from fencebox.service.runtime import Route, is_identity
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
 
-INPUT_NAME = "input"
+INPUT_NAME = dataplane.INPUT_NAME
 
 _INFER_BODY: dict[str, Any] = {
     "requestBody": {
@@ -64,20 +60,10 @@ _INFER_BODY: dict[str, Any] = {
 }
 
 
-def _input_signature(route: Route) -> dict[str, Any]:
-    h, w, c = route.backend.input_shape
-    return {"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, h, w, c]}
-
-
-def _expected(route: Route) -> str:
-    h, w, c = route.backend.input_shape
-    return f"expected one input '{INPUT_NAME}', datatype UINT8 (or FP32 in [0, 1]), shape [-1, {h}, {w}, {c}] (NHWC)"
-
-
 @router.get("", summary="Server metadata")
 async def server_metadata() -> dict[str, Any]:
     """Name, version and protocol extensions of this server."""
-    return {"name": "fencebox", "version": fencebox.__version__, "extensions": ["binary_tensor_data"]}
+    return dataplane.server_metadata()
 
 
 @router.get("/health/live", summary="Liveness")
@@ -102,16 +88,7 @@ async def model_metadata(name: str, request: Request) -> dict[str, Any]:
     """The V2 signature of the route: its input and the outputs its policy exposes."""
     rt = runtime_of(request)
     rt.guard.identify(request)
-    route = rt.route(name)
-    classes = len(route.backend.class_names) or 1
-    return {
-        "name": route.name,
-        "versions": ["1"],
-        "platform": "fencebox",
-        "inputs": [_input_signature(route)],
-        "outputs": v2_output_signature(route.config.policy, route.config.topk, classes),
-        "parameters": {"chain": str(route.chain), "class_names": route.backend.class_names},
-    }
+    return dataplane.model_metadata(rt.route(name))
 
 
 @router.get("/models/{name}/ready", summary="Model readiness", responses=ERROR_RESPONSES)
@@ -125,41 +102,15 @@ async def model_ready(name: str, request: Request) -> JSONResponse:
     return JSONResponse({"name": name, "ready": True})
 
 
-def _to_batch(route: Route, msg: v2codec.Message) -> np.ndarray:
-    if len(msg.tensors) != 1 or msg.tensors[0].name != INPUT_NAME:
-        names = [t.name for t in msg.tensors]
-        raise BadRequest(f"got inputs {names}; {_expected(route)}")
-    t = msg.tensors[0]
-    h, w, c = route.backend.input_shape
-    if len(t.shape) != 4 or tuple(t.shape[1:]) != (h, w, c) or t.shape[0] < 1:
-        raise BadRequest(f"input '{INPUT_NAME}' has shape {t.shape}; {_expected(route)}")
-    if t.shape[0] > route.config.limits.max_images:
-        raise BadRequest(
-            f"{t.shape[0]} images in one request; this route accepts at most {route.config.limits.max_images}; {_expected(route)}"
-        )
-    if t.datatype == "UINT8":
-        return np.array(t.data, dtype=np.uint8, order="C", copy=True)  # writable: torch refuses read-only
-    if t.datatype == "FP32":
-        x = t.data.astype(np.float32, copy=False)
-        if not np.all(np.isfinite(x)) or float(x.min()) < 0.0 or float(x.max()) > 1.0:
-            raise BadRequest(
-                f"FP32 input '{INPUT_NAME}' must hold finite values in [0, 1]; {_expected(route)}"
-            )
-        return np.ascontiguousarray(np.rint(x * 255.0).astype(np.uint8))
-    raise BadRequest(f"input '{INPUT_NAME}' has datatype {t.datatype}; {_expected(route)}")
-
-
-def _binary_choice(msg: v2codec.Message, names: list[str]) -> tuple[list[str], set[str]]:
-    """Which outputs to send, and which of them as binary data, per the request."""
+def _binary_choice(msg: v2codec.Message) -> tuple[list[str] | None, bool | set[str]]:
+    """The requested outputs (None: all) and which of them go as binary data, per the request."""
     default_binary = bool(msg.parameters.get("binary_data_output", False))
     if not msg.outputs:
-        return names, set(names) if default_binary else set()
+        return None, default_binary
     chosen, binary = [], set()
     for o in msg.outputs:
         if not isinstance(o, dict) or not isinstance(o.get("name"), str):
             raise BadRequest("each requested output must be an object with a 'name'")
-        if o["name"] not in names:
-            raise BadRequest(f"output {o['name']!r} is not available; this model's outputs are {names}")
         chosen.append(o["name"])
         params = o.get("parameters") or {}
         if bool(params.get("binary_data", default_binary)) if isinstance(params, dict) else default_binary:
@@ -179,34 +130,33 @@ async def infer(name: str, request: Request) -> Response:
     try:
         msg = v2codec.decode(body, request.headers.get(v2codec.HEADER_LENGTH), key="inputs")
     except v2codec.V2FormatError as exc:
-        raise BadRequest(f"{exc}; {_expected(route)}") from None
-    batch = _to_batch(route, msg)
-    rt.guard.charge(who, float(batch.shape[0]))
-    policy, k = route.config.policy, route.config.topk
-    classes = len(route.backend.class_names) or 1
-    names = [o["name"] for o in v2_output_signature(policy, k, classes)]
-    chosen, binary = _binary_choice(msg, names)
-
-    async def work() -> tuple[Any, ...]:
-        with route.batcher.expect():
-            s = time.perf_counter()
-            if is_identity(route.chain):  # nothing to run: skip the thread hop
-                purified = route.purify_batch(batch, route.chain)
-            else:
-                purified = await rt.run(route.purify_batch, batch, route.chain)
-            t_chain = time.perf_counter() - s
-        out, t_queue, t_model = await route.batcher.submit(purified)
-        return out, t_chain, t_queue, t_model
-
-    out, t_chain, t_queue, t_model = await with_deadline(route, work())
-    for stage, sec in (("chain", t_chain), ("queue", t_queue), ("model", t_model)):
+        raise BadRequest(f"{exc}; {dataplane.expected(route)}") from None
+    requested, binary = _binary_choice(msg)
+    result = await dataplane.infer(rt, route, who, msg.tensors, requested)
+    for stage, sec in result.timings.items():
         record_stage(request.scope, stage, sec)
-        if stage != "model":
-            rt.metrics.stage.labels(route.name, stage).observe(sec)
-    tensors = [t for t in v2_outputs(out, route.backend.outputs, policy, k) if t.name in chosen]
-    tensors.sort(key=lambda t: chosen.index(t.name))
     head: dict[str, Any] = {"model_name": route.name, "model_version": "1"}
     if msg.id is not None:
         head["id"] = msg.id
-    payload, headers = v2codec.encode(tensors, binary, head, key="outputs")
+    payload, headers = v2codec.encode(result.tensors, binary, head, key="outputs")
     return Response(payload, headers=headers, media_type=headers["content-type"])
+
+
+@router.post("/repository/index", summary="Model repository index", responses=ERROR_RESPONSES)
+async def repository_index(request: Request) -> JSONResponse:
+    """The model repository extension: every route with its state; body ``{"ready": true}`` lists only ready ones."""
+    rt = runtime_of(request)
+    rt.guard.identify(request)
+    body = await read_body(request, 64 * 1024)
+    ready_only = False
+    if body.strip():
+        try:
+            doc = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            raise BadRequest("the repository index request must be a JSON object (or empty)") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
+            raise BadRequest(
+                "the repository index request must be a JSON object with an optional boolean 'ready'"
+            )
+        ready_only = doc.get("ready", False)
+    return JSONResponse(await dataplane.repository_index(rt, ready_only))

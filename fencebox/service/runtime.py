@@ -134,6 +134,7 @@ class Runtime:
             [k.get_secret_value() for k in settings.api_keys],
             settings.rate_limit,
             lambda reason: self.metrics.rejected.labels(reason).inc(),
+            on_store_failure=lambda mode: self.metrics.budget_store_failures.labels(mode).inc(),
         )
         self.routes: dict[str, Route] = {}
         self.started = False
@@ -179,6 +180,7 @@ class Runtime:
             await route.batcher.close()
             await route.backend.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.guard.close()
         self.started = False
         if self._torch_threads is not None:
             import torch

@@ -3,50 +3,29 @@
 Black-box attacks need thousands of queries; a budget per key turns that into days.  Keys are
 read from ``Authorization: Bearer <key>`` or ``X-API-Key``; every configured key is compared
 (with :func:`hmac.compare_digest` on SHA-256 digests) so the time taken says nothing about which
-key, or how much of one, matched.
+key, or how much of one, matched.  Where the buckets live (this process, or a Redis shared by every
+replica) is :mod:`fencebox.service.budgets`'s concern: ``Guard`` only asks its ``BucketStore``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from starlette.requests import Request
 
+from fencebox.service.budgets import (
+    MAX_TRACKED_CALLERS,
+    BucketStore,
+    BudgetUnavailable,
+    TokenBucket,
+    make_bucket_store,
+)
 from fencebox.service.errors import BadRequest, TooManyRequests, Unauthorized, retry_after
 from fencebox.service.settings import RateLimitConfig
 
-MAX_TRACKED_CALLERS = 10_000
-"""Above this many callers, buckets that have refilled completely are dropped (a full bucket is a new one)."""
-
-
-class TokenBucket:
-    """``capacity`` tokens, refilled continuously at ``rate`` per second."""
-
-    def __init__(self, rate: float, capacity: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = float(rate)
-        self.capacity = float(capacity)
-        self.tokens = float(capacity)
-        self.clock = clock
-        self.stamp = clock()
-
-    def refill(self) -> float:
-        """Add the tokens earned since the last call; return the current level."""
-        now = self.clock()
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        return self.tokens
-
-    def take(self, cost: float = 1.0) -> float:
-        """Spend ``cost`` tokens; return 0.0 on success, else the seconds until enough are available."""
-        self.refill()
-        if self.tokens >= cost:
-            self.tokens -= cost
-            return 0.0
-        return (cost - self.tokens) / self.rate
+__all__ = ["MAX_TRACKED_CALLERS", "BucketStore", "Guard", "TokenBucket"]
 
 
 def _digest(value: str) -> bytes:
@@ -56,11 +35,18 @@ def _digest(value: str) -> bytes:
 class Guard:
     """Authenticates requests against the configured keys and charges their query budget."""
 
-    def __init__(self, keys: Sequence[str], rate: RateLimitConfig, on_reject: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        keys: Sequence[str],
+        rate: RateLimitConfig,
+        on_reject: Callable[[str], None],
+        store: BucketStore | None = None,
+        on_store_failure: Callable[[str], None] | None = None,
+    ) -> None:
         self._digests = [_digest(k) for k in keys]
         self.rate = rate
-        self._buckets: dict[str, TokenBucket] = {}
-        self._lock = threading.Lock()
+        # Where the buckets live (rate_limit.backend): this process's memory, or Redis shared by replicas.
+        self.store = store if store is not None else make_bucket_store(rate, on_store_failure)
         self._on_reject = on_reject
 
     @property
@@ -69,18 +55,25 @@ class Guard:
         return bool(self._digests)
 
     @staticmethod
-    def _presented(request: Request) -> str | None:
-        auth = request.headers.get("authorization")
+    def presented_key(headers: Mapping[str, str]) -> str | None:
+        """The key in ``authorization: Bearer <key>`` or ``x-api-key`` (HTTP headers or gRPC metadata)."""
+        auth = headers.get("authorization")
         if auth and auth[:7].lower() == "bearer ":
             return auth[7:].strip()
-        return request.headers.get("x-api-key")
+        return headers.get("x-api-key")
 
     def identify(self, request: Request) -> str:
         """Return the caller's identity (key index or client address); raise Unauthorized when keys are required."""
+        client = request.client
+        return self.authenticate(self.presented_key(request.headers), client.host if client else None)
+
+    def authenticate(self, given: str | None, peer: str | None) -> str:
+        """The identity of a caller presenting key ``given`` from address ``peer``, whatever the protocol.
+
+        Without configured keys the identity is the address; with keys, Unauthorized unless one matches.
+        """
         if not self._digests:
-            client = request.client
-            return f"addr:{client.host}" if client else "addr:unknown"
-        given = self._presented(request)
+            return f"addr:{peer}" if peer else "addr:unknown"
         if not given:
             self._on_reject("no_key")
             raise Unauthorized(
@@ -106,13 +99,11 @@ class Guard:
                 f"this request costs {cost:g} queries, more than the query budget's burst of "
                 f"{self.rate.burst:g}: send at most {int(self.rate.burst)} images per request"
             )
-        with self._lock:
-            bucket = self._buckets.get(identity)
-            if bucket is None:
-                if len(self._buckets) >= MAX_TRACKED_CALLERS:
-                    self._forget_idle()
-                bucket = self._buckets[identity] = TokenBucket(self.rate.rate_per_s, self.rate.burst)
-            wait = bucket.take(cost)
+        try:
+            wait = self.store.take(identity, cost)
+        except BudgetUnavailable:
+            self._on_reject("budget_unavailable")
+            raise
         if wait > 0:
             self._on_reject("budget")
             raise TooManyRequests(
@@ -121,15 +112,13 @@ class Guard:
                 headers=retry_after(wait),
             )
 
-    def _forget_idle(self) -> None:
-        """Drop callers whose bucket is full again: forgetting them changes no one's budget."""
-        full = [who for who, b in self._buckets.items() if b.refill() >= b.capacity]
-        for who in full:
-            del self._buckets[who]
-
     def tracked_callers(self) -> int:
         """How many callers' budgets are held in memory."""
-        return len(self._buckets)
+        return self.store.tracked_callers()
+
+    def close(self) -> None:
+        """Release the budget store's connections."""
+        self.store.close()
 
     def check(self, request: Request, cost: float = 1.0) -> str:
         """Authenticate, then charge ``cost`` queries; return the identity."""

@@ -32,10 +32,17 @@ class BackendConfig(_Strict):
     """Where a route's model runs: ``local`` (a fencebox model reference) or ``upstream`` (a V2 server)."""
 
     kind: Literal["local", "upstream"] = "local"
+    protocol: Literal["http", "grpc"] = Field(
+        default="http",
+        description="upstream: the Open Inference Protocol flavour to speak (grpc needs the grpc extra)",
+    )
     model: str = Field(
         default="builtin:mnist", description="local: a model reference for fencebox.models.load_model"
     )
-    url: str | None = Field(default=None, description="upstream: base URL of a V2 (KServe/Triton) server")
+    url: str | None = Field(
+        default=None,
+        description="upstream: base URL of a V2 (KServe/Triton) server (grpc: host:port or grpc://host:port)",
+    )
     upstream_model: str | None = Field(
         default=None, description="upstream: the model's name there (default: route)"
     )
@@ -61,6 +68,8 @@ class BackendConfig(_Strict):
         if self.kind == "upstream":
             if not self.url:
                 raise ValueError("an upstream backend needs 'url' (e.g. http://127.0.0.1:8080)")
+            if self.protocol == "grpc" and "://" in self.url.removeprefix("grpc://"):
+                raise ValueError(f"a grpc upstream's url is host:port or grpc://host:port, got {self.url!r}")
             if self.input_shape is None:
                 raise ValueError("an upstream backend needs 'input_shape': [H, W, C] of the upstream model")
             if self.input_shape[2] not in (1, 3) or min(self.input_shape) < 1:
@@ -124,6 +133,35 @@ class RateLimitConfig(_Strict):
     enabled: bool = False
     rate_per_s: float = Field(default=10.0, gt=0)
     burst: float = Field(default=100.0, ge=1)
+    backend: Literal["memory", "redis"] = Field(
+        default="memory", description="memory: per replica; redis: one budget shared by every replica"
+    )
+    redis_url: str | None = Field(
+        default=None, description="redis backend: e.g. redis://redis:6379/0 (rediss:// for TLS)"
+    )
+    fail: Literal["closed", "open"] = Field(
+        default="closed",
+        description="Redis unreachable: closed = refuse with 503; open = this replica's own bucket",
+    )
+    key_prefix: str = Field(default="fencebox:budget:", description="prefix of the buckets' Redis keys")
+    redis_timeout_s: float = Field(
+        default=0.25, gt=0, description="connect and read timeout of one charge (it blocks the request)"
+    )
+    retry_s: float = Field(
+        default=1.0, ge=0, description="after a Redis failure, answer per 'fail' this long before retrying"
+    )
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> RateLimitConfig:
+        if self.backend == "redis":
+            if not self.redis_url:
+                raise ValueError("rate_limit.backend 'redis' needs 'redis_url' (e.g. redis://redis:6379/0)")
+            scheme = self.redis_url.split("://", 1)[0]
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError(
+                    f"rate_limit.redis_url must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
+                )
+        return self
 
 
 def default_routes() -> list[RouteConfig]:
@@ -138,6 +176,12 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    grpc_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="also serve the Open Inference Protocol over gRPC on this port (null: off; needs the grpc extra)",
+    )
     routes: list[RouteConfig] = Field(default_factory=default_routes)
     default_route: str | None = None
     api_keys: list[SecretStr] = Field(default_factory=list)
@@ -147,6 +191,9 @@ class Settings(BaseSettings):
         default=1, ge=1, description="torch intra-op threads while serving (null: torch's default)"
     )
     log_level: str = "info"
+    reports_dir: Path | None = Field(
+        default=None, description="folder of evaluation reports the /ui/reports page may open by name"
+    )
 
     @model_validator(mode="after")
     def _check_routes(self) -> Settings:
