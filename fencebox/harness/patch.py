@@ -20,6 +20,7 @@ composite image is always quantised to uint8 and judged through the exact chain.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -34,6 +35,7 @@ from torch import nn
 from fencebox.errors import ConfigError
 from fencebox.harness.cache import array_fingerprint, key_hash
 from fencebox.harness.defended import DefendedClassifier
+from fencebox.harness.fingerprint import judge_fingerprint
 from fencebox.harness.stats import wilson
 from fencebox.models.data import EyeLine
 from fencebox.torch_util import nchw_float_to_nhwc_uint8, nhwc_uint8_to_nchw_float
@@ -385,9 +387,8 @@ def evaluate_patch(
         side = square_side(cfg.size, h, w)
         x_tr, y_tr = train
         keep = _fit_labels(y_tr, eyes)
-        patch = load_or_train_square_patch(
-            attack, x_tr[keep], y_tr[keep], cfg, cache_key or {}, cache_dir=cache_dir
-        )
+        key = {**(cache_key or {}), **judge_fingerprint(judge, sys.modules[__name__])}
+        patch = load_or_train_square_patch(attack, x_tr[keep], y_tr[keep], cfg, key, cache_dir=cache_dir)
         gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)  # the judge's placements: unseen
         params = sample_placements(len(x_te), side, h, w, cfg, gen)
         with torch.no_grad():
