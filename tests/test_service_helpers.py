@@ -98,7 +98,12 @@ class ServerThread:
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(settings)
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,  # as `fencebox serve`: the app trusts forwarded_allow_ips only
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -214,3 +219,18 @@ class SlowNet(TinyNet):
 def slow_model() -> SlowNet:
     """A fresh SlowNet."""
     return SlowNet()
+
+
+class BrokenNet(TinyNet):
+    """TinyNet whose model call fails with a bug (not a FenceboxError): the service's 500 path."""
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Fail like a bug would, on any image but the all-zero warm-up batch."""
+        if float(x.max()) > 0:
+            raise RuntimeError("a bug in the model wrapper")
+        return super().logits(x)
+
+
+def broken_model() -> BrokenNet:
+    """A fresh BrokenNet."""
+    return BrokenNet()

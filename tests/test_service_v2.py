@@ -137,7 +137,10 @@ def test_unknown_model_and_output(triton: th.InferenceServerClient) -> None:
             "needs 784",
         ),
         (
-            b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 1, 1], "data": ["x"]}]}',
+            b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 28, 28, 1], "data": '
+            + b"["
+            + b'"x",' * 783
+            + b'"x"]}]}',
             {},
             "FP32",
         ),
@@ -152,12 +155,18 @@ def test_unknown_model_and_output(triton: th.InferenceServerClient) -> None:
         (b"{}", {"inference-header-content-length": "99"}, "does not fit"),
         (b"[" * 100_000, {}, "nested too deeply"),  # was RecursionError: HTTP 500
         (  # was silently truncated to 1
-            b'{"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 1, 1, 1], "data": [1.7]}]}',
+            b'{"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 28, 28, 1], "data": '
+            + b"["
+            + b"0," * 783
+            + b"1.7]}]}",
             {},
             "UINT8",
         ),
         (
-            b'{"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 1, 1, 1], "data": [300]}]}',
+            b'{"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 28, 28, 1], "data": '
+            + b"["
+            + b"0," * 783
+            + b"300]}]}",
             {},
             "[0, 255]",
         ),

@@ -14,7 +14,6 @@ under the cache folder by everything that decides them, and can be saved with :f
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,13 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from fencebox.attacks.gradient import pgd
 from fencebox.errors import ConfigError
-from fencebox.harness.attacks import pgd
 from fencebox.harness.cache import array_fingerprint, key_hash
 from fencebox.harness.defended import DefendedClassifier
 from fencebox.harness.fingerprint import judge_fingerprint
 from fencebox.harness.stats import wilson
-from fencebox.models import advgan as advgan_nets
 from fencebox.models.advgan import (
     AdvGAN,
     Generator,
@@ -185,7 +183,7 @@ def evaluate_advgan(
     x_te, y_te = test
     clean = judge.judge(x_te) == y_te
     idx = np.flatnonzero(clean)
-    key = {**(cache_key or {}), **judge_fingerprint(judge, sys.modules[__name__], advgan_nets)}
+    key = {**(cache_key or {}), **judge_fingerprint(judge)}
     gen, train_seconds = load_or_train_generator(attack, train, levels, cfg, key, cache_dir)
     t0 = time.perf_counter()
     adv = generate_uint8(gen, x_te[idx], levels)

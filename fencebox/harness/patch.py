@@ -20,7 +20,6 @@ composite image is always quantised to uint8 and judged through the exact chain.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -387,7 +386,7 @@ def evaluate_patch(
         side = square_side(cfg.size, h, w)
         x_tr, y_tr = train
         keep = _fit_labels(y_tr, eyes)
-        key = {**(cache_key or {}), **judge_fingerprint(judge, sys.modules[__name__])}
+        key = {**(cache_key or {}), **judge_fingerprint(judge)}
         patch = load_or_train_square_patch(attack, x_tr[keep], y_tr[keep], cfg, key, cache_dir=cache_dir)
         gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)  # the judge's placements: unseen
         params = sample_placements(len(x_te), side, h, w, cfg, gen)

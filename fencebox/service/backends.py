@@ -9,7 +9,7 @@ with connect/read timeouts and maps failures to 502 (down, bad answer) and 504 (
 from __future__ import annotations
 
 import asyncio
-import importlib
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -20,37 +20,15 @@ import aiohttp
 import numpy as np
 import yarl
 
-from fencebox.errors import ConfigError, ModelError
+from fencebox.errors import ConfigError
+from fencebox.models import load_model
 from fencebox.models.base import Classifier
 from fencebox.service import v2codec
 from fencebox.service.errors import GatewayTimeout, UpstreamError
 from fencebox.service.metrics import Metrics
 from fencebox.service.settings import BackendConfig
 
-
-def resolve_classifier(ref: str) -> Classifier:
-    """Load a Classifier from ``py:module:attr`` (a factory or instance) or a fencebox model reference."""
-    if ref.startswith("py:"):
-        target = ref[3:]
-        module_name, _, attr = target.partition(":")
-        if not module_name or not attr:
-            raise ModelError(f"a python model reference must be 'py:module:attr', got {ref!r}")
-        try:
-            obj: Any = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ModelError(f"cannot import {target!r}: {exc}") from None
-        model = obj() if callable(obj) and not isinstance(obj, Classifier) else obj
-    else:
-        try:
-            from fencebox.models import load_model
-        except ImportError as exc:
-            raise ModelError(
-                f"cannot load {ref!r}: fencebox.models.load_model is not available ({exc})"
-            ) from None
-        model = load_model(ref)
-    if not isinstance(model, Classifier):
-        raise ModelError(f"{ref!r} did not give a fencebox Classifier but {type(model).__name__}")
-    return model
+log = logging.getLogger("fencebox.service")
 
 
 class Backend(ABC):
@@ -173,6 +151,8 @@ class UpstreamBackend(Backend):
         return self._ready
 
     def _fail(self, kind: str, err: Exception) -> Exception:
+        """Count and log a failure; the client's message says what happened, the log says where."""
+        log.warning("route %s: upstream %s (model %s): %s", self.route, self.base, self.model, err)
         self.metrics.upstream_errors.labels(self.route, kind).inc()
         self._ready, self._ready_at = False, time.monotonic()
         return err
@@ -199,17 +179,17 @@ class UpstreamBackend(Backend):
             raise self._fail(
                 "timeout",
                 GatewayTimeout(
-                    f"upstream {self.base} did not answer within {self.config.timeout_s:g} s ({type(exc).__name__})"
+                    f"the upstream model server did not answer within {self.config.timeout_s:g} s ({type(exc).__name__})"
                 ),
             ) from None
         except aiohttp.ClientError as exc:
             raise self._fail(
-                "down", UpstreamError(f"upstream {self.base} is unreachable: {type(exc).__name__}: {exc}")
+                "down", UpstreamError(f"the upstream model server is unreachable ({type(exc).__name__})")
             ) from None
         if status != 200:
             detail = content[:300].decode("utf-8", errors="replace")
             raise self._fail(
-                "bad_status", UpstreamError(f"upstream {self.base} answered HTTP {status}: {detail}")
+                "bad_status", UpstreamError(f"the upstream model server answered HTTP {status}: {detail}")
             )
         try:
             msg = v2codec.decode(content, resp_headers.get(v2codec.HEADER_LENGTH), key="outputs")
@@ -220,7 +200,7 @@ class UpstreamBackend(Backend):
         except (v2codec.V2FormatError, StopIteration) as exc:
             what = str(exc) or f"no output named {self.config.output_name!r}"
             raise self._fail(
-                "bad_answer", UpstreamError(f"upstream {self.base} gave an unusable answer: {what}")
+                "bad_answer", UpstreamError(f"the upstream model server gave an unusable answer: {what}")
             ) from None
         if not self.class_names or len(self.class_names) != out.shape[1]:
             self.class_names = [str(i) for i in range(out.shape[1])]
@@ -257,4 +237,4 @@ def make_backend(route: str, config: BackendConfig, pool: Executor, metrics: Met
         return GrpcUpstreamBackend(route, config, metrics)
     if config.kind == "upstream":
         return UpstreamBackend(route, config, metrics)
-    return LocalBackend(resolve_classifier(config.model), pool, config.model)
+    return LocalBackend(load_model(config.model), pool, config.model)

@@ -1,10 +1,11 @@
-"""The Open Inference Protocol data plane, independent of the wire it arrives on.
+"""The protocol-neutral data plane: what a request does once it is authenticated and routed.
 
-REST (:mod:`fencebox.service.routes_v2`) and gRPC (:mod:`fencebox.service.grpc_server`) decode
-their own messages into :class:`~fencebox.service.v2codec.Tensor` lists and call the functions
-here, so both get the same input checks, query budget, chain, batching, deadline and output
-policy.  Everything raises the service's own errors (``BadRequest``, ``TooManyRequests``...);
-each protocol maps them to its status codes.
+REST (:mod:`fencebox.service.routes_v1`, :mod:`fencebox.service.routes_v2`) and gRPC
+(:mod:`fencebox.service.grpc_server`) call these functions with bytes, tensors or arrays; nothing
+here knows HTTP.  A request is admitted (:func:`admitted`: the route's in-flight limit and its
+deadline), each stage runs through :meth:`Runtime.stage` (timed, off the event loop, cancellable),
+and the whole request runs under its deadline (504, work cancelled).  Everything raises the
+service's own errors (``BadRequest``, ``TooManyRequests``...); each protocol maps them to its codes.
 
 Each route is a V2 model with one input ``input``: UINT8 ``[-1, H, W, C]`` (or FP32 of the same
 shape with values in [0, 1]), and the outputs its policy allows: ``label`` (INT64), plus ``topk``
@@ -13,18 +14,21 @@ shape with values in [0, 1]), and the outputs its policy allows: ``label`` (INT6
 
 from __future__ import annotations
 
-import time
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 import fencebox
-from fencebox.service.common import with_deadline
+from fencebox import image
+from fencebox.service import v2codec
 from fencebox.service.errors import BadRequest
 from fencebox.service.policy import v2_output_signature, v2_outputs
-from fencebox.service.runtime import Route, Runtime, is_identity
+from fencebox.service.runtime import RequestContext, Route, Runtime, is_identity
 from fencebox.service.v2codec import Tensor
+from fencebox.transforms.base import Transform
 
 INPUT_NAME = "input"
 
@@ -125,33 +129,105 @@ class InferResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-async def infer(
-    rt: Runtime, route: Route, who: str, inputs: list[Tensor], requested: list[str] | None = None
-) -> InferResult:
-    """Check the inputs, charge ``who`` one query per image, purify, classify, apply the output policy.
+@contextlib.contextmanager
+def admitted(route: Route) -> Iterator[RequestContext]:
+    """Hold one of the route's in-flight slots (503 at once when none is free) and start the deadline."""
+    route.admission.enter()
+    try:
+        yield RequestContext.start(route)
+    finally:
+        route.admission.leave()
 
-    ``who`` is the caller's identity from :meth:`~fencebox.service.security.Guard.authenticate`.
-    """
-    batch = to_batch(route, inputs)
-    rt.guard.charge(who, float(batch.shape[0]))
-    chosen = select_outputs(route, requested)
 
-    async def work() -> tuple[Any, ...]:
+async def _model(rt: Runtime, ctx: RequestContext, purified: np.ndarray) -> np.ndarray:
+    out, t_queue, t_model = await ctx.route.batcher.submit(purified)
+    rt.record(ctx, "queue", t_queue)
+    rt.record(ctx, "model", t_model)
+    return out
+
+
+async def predict(rt: Runtime, ctx: RequestContext, data: bytes, chain: Transform) -> np.ndarray:
+    """Decode (no more than the model needs), purify and classify one encoded image -> (1, classes)."""
+    route = ctx.route
+
+    async def work() -> np.ndarray:
         with route.batcher.expect():
-            s = time.perf_counter()
+            batch = await rt.stage(ctx, "decode", route.decode_for_model, data, chain)
+            purified = await rt.stage(ctx, "chain", route.purify_batch, batch, chain)
+        return await _model(rt, ctx, purified)
+
+    out: np.ndarray = await rt.within_deadline(ctx, work())
+    return out
+
+
+async def purify(
+    rt: Runtime, ctx: RequestContext, data: bytes, chain: Transform, fmt: str
+) -> tuple[bytes, str]:
+    """Decode (full size), purify and encode one image -> (bytes, media type)."""
+    route = ctx.route
+
+    async def work() -> tuple[bytes, str]:
+        batch = await rt.stage(ctx, "decode", route.decode_full, data, chain)
+        out = await rt.stage(ctx, "chain", route.run_chain, batch, chain)
+        return await rt.stage(ctx, "encode", image.encode, out[0], fmt)
+
+    result: tuple[bytes, str] = await rt.within_deadline(ctx, work())
+    return result
+
+
+async def parse_v2(
+    rt: Runtime, ctx: RequestContext, body: bytes, header_length: str | None
+) -> tuple[v2codec.Message, np.ndarray]:
+    """Parse a V2 request body into its message and uint8 batch, off the loop (a process when large)."""
+    pool = rt.parse_pool(len(body))
+    work = rt.stage(ctx, "parse", v2codec.decode_images, body, header_length, ctx.route.expect, pool=pool)
+    result: tuple[v2codec.Message, np.ndarray] = await rt.within_deadline(ctx, work)
+    return result
+
+
+async def classify(rt: Runtime, ctx: RequestContext, batch: np.ndarray) -> np.ndarray:
+    """Purify a decoded uint8 NHWC batch with the route's chain and classify it -> (N, classes).
+
+    The chain's declared cost is checked first (413 naming the limit).
+    """
+    route = ctx.route
+    n, h, w, c = batch.shape
+    route.check_cost(route.chain, (n, h, w, c))
+
+    async def work() -> np.ndarray:
+        with route.batcher.expect():
             if is_identity(route.chain):  # nothing to run: skip the thread hop
                 purified = route.purify_batch(batch, route.chain)
             else:
-                purified = await rt.run(route.purify_batch, batch, route.chain)
-            t_chain = time.perf_counter() - s
-        out, t_queue, t_model = await route.batcher.submit(purified)
-        return out, t_chain, t_queue, t_model
+                purified = await rt.stage(ctx, "chain", route.purify_batch, batch, route.chain)
+        return await _model(rt, ctx, purified)
 
-    out, t_chain, t_queue, t_model = await with_deadline(route, work())
-    timings = {"chain": t_chain, "queue": t_queue, "model": t_model}
-    rt.metrics.stage.labels(route.name, "chain").observe(t_chain)
-    rt.metrics.stage.labels(route.name, "queue").observe(t_queue)
+    out: np.ndarray = await rt.within_deadline(ctx, work())
+    return out
+
+
+async def infer_batch(
+    rt: Runtime, ctx: RequestContext, batch: np.ndarray, requested: list[str] | None = None
+) -> InferResult:
+    """Classify an admitted, charged uint8 batch and apply the output policy (the V2 answer)."""
+    route = ctx.route
+    chosen = select_outputs(route, requested)
+    out = await classify(rt, ctx, batch)
     policy, k = route.config.policy, route.config.topk
     tensors = [t for t in v2_outputs(out, route.backend.outputs, policy, k) if t.name in chosen]
     tensors.sort(key=lambda t: chosen.index(t.name))
-    return InferResult(tensors, timings)
+    return InferResult(tensors, ctx.timings)
+
+
+async def infer(
+    rt: Runtime, route: Route, who: str, inputs: list[Tensor], requested: list[str] | None = None
+) -> InferResult:
+    """Admit, check the inputs, charge ``who`` one query per image, purify, classify, apply the policy.
+
+    For protocols that decode their own tensors (gRPC); ``who`` is the caller's identity from
+    :meth:`~fencebox.service.security.Guard.authenticate`.
+    """
+    with admitted(route) as ctx:
+        batch = to_batch(route, inputs)
+        rt.guard.charge_rest(who, float(batch.shape[0]), paid=0.0)
+        return await infer_batch(rt, ctx, batch, requested)

@@ -23,9 +23,9 @@ def build_model(name: str, ref: str) -> Any:
     import kserve
     from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-    from fencebox.service.backends import resolve_classifier
+    from fencebox.models import load_model
 
-    classifier = resolve_classifier(ref)
+    classifier = load_model(ref)
     h, w, c = classifier.input_shape
 
     class FenceboxKServeModel(kserve.Model):

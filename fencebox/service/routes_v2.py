@@ -10,16 +10,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from fencebox.service import dataplane, v2codec
 from fencebox.service.bodies import read_body
-from fencebox.service.common import ERROR_RESPONSES, runtime_of
+from fencebox.service.common import (
+    ERROR_RESPONSES,
+    authenticate,
+    identity_of,
+    read_within,
+    runtime_of,
+    server_timing,
+)
 from fencebox.service.errors import BadRequest, Overloaded, retry_after
-from fencebox.service.metrics import record_stage
 
-router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"], dependencies=[Depends(authenticate)])
+"""The per-model V2 endpoints; all require the API key (health and server metadata are in routes_ops)."""
 
 INPUT_NAME = dataplane.INPUT_NAME
 
@@ -60,42 +67,16 @@ _INFER_BODY: dict[str, Any] = {
 }
 
 
-@router.get("", summary="Server metadata")
-async def server_metadata() -> dict[str, Any]:
-    """Name, version and protocol extensions of this server."""
-    return dataplane.server_metadata()
-
-
-@router.get("/health/live", summary="Liveness")
-async def live() -> dict[str, bool]:
-    """The process answers."""
-    return {"live": True}
-
-
-@router.get("/health/ready", summary="Readiness", responses={503: {"description": "a backend is not ready"}})
-async def ready(request: Request) -> JSONResponse:
-    """Ready when every route's backend is ready (upstreams are asked, cached for a second)."""
-    rt = runtime_of(request)
-    down = [name for name, r in rt.routes.items() if not await r.backend.ready()]
-    if not rt.started or down:
-        msg = "starting" if not rt.started else f"not ready: {', '.join(down)}"
-        return JSONResponse({"error": msg, "code": "not_ready", "ready": False}, status_code=503)
-    return JSONResponse({"ready": True})
-
-
 @router.get("/models/{name}", summary="Model metadata", responses=ERROR_RESPONSES)
 async def model_metadata(name: str, request: Request) -> dict[str, Any]:
     """The V2 signature of the route: its input and the outputs its policy exposes."""
-    rt = runtime_of(request)
-    rt.guard.identify(request)
-    return dataplane.model_metadata(rt.route(name))
+    return dataplane.model_metadata(runtime_of(request).route(name))
 
 
 @router.get("/models/{name}/ready", summary="Model readiness", responses=ERROR_RESPONSES)
 async def model_ready(name: str, request: Request) -> JSONResponse:
     """200 when the route's backend can answer, else 503."""
     rt = runtime_of(request)
-    rt.guard.identify(request)
     route = rt.route(name)
     if not await route.backend.ready():
         raise Overloaded(f"model '{name}' is not ready ({route.backend.describe()})", headers=retry_after(1))
@@ -122,19 +103,33 @@ def _binary_choice(msg: v2codec.Message) -> tuple[list[str] | None, bool | set[s
     "/models/{name}/infer", openapi_extra=_INFER_BODY, summary="Inference", responses=ERROR_RESPONSES
 )
 async def infer(name: str, request: Request) -> Response:
-    """Purify the input tensor's images with the route's chain and classify them."""
+    """Purify the input tensor's images with the route's chain and classify them.
+
+    Charged one image before the body is read (a spent budget is a 429 without reading it), the
+    rest once the shape is known; the body's limit follows from the route (``max_v2_body_bytes``).
+    """
     rt = runtime_of(request)
-    who = rt.guard.identify(request)
     route = rt.route(name)
-    body = await read_body(request, route.config.limits.max_body_bytes)
-    try:
-        msg = v2codec.decode(body, request.headers.get(v2codec.HEADER_LENGTH), key="inputs")
-    except v2codec.V2FormatError as exc:
-        raise BadRequest(f"{exc}; {dataplane.expected(route)}") from None
-    requested, binary = _binary_choice(msg)
-    result = await dataplane.infer(rt, route, who, msg.tensors, requested)
-    for stage, sec in result.timings.items():
-        record_stage(request.scope, stage, sec)
+    who = identity_of(request)
+    with dataplane.admitted(route) as ctx:
+        rt.guard.charge(who)
+        body = await read_within(request, route, route.max_v2_body_bytes, image_body=False)
+        try:
+            try:
+                msg, batch = await dataplane.parse_v2(
+                    rt, ctx, body, request.headers.get(v2codec.HEADER_LENGTH)
+                )
+            except v2codec.V2FormatError as exc:
+                text = str(exc)
+                raise BadRequest(
+                    text if route.expect.describe in text else f"{text}; {route.expect.describe}"
+                ) from None
+            del body
+            rt.guard.charge_rest(who, float(batch.shape[0]), paid=1.0)
+            requested, binary = _binary_choice(msg)
+            result = await dataplane.infer_batch(rt, ctx, batch, requested)
+        finally:
+            server_timing(request, ctx)
     head: dict[str, Any] = {"model_name": route.name, "model_version": "1"}
     if msg.id is not None:
         head["id"] = msg.id
@@ -146,7 +141,6 @@ async def infer(name: str, request: Request) -> Response:
 async def repository_index(request: Request) -> JSONResponse:
     """The model repository extension: every route with its state; body ``{"ready": true}`` lists only ready ones."""
     rt = runtime_of(request)
-    rt.guard.identify(request)
     body = await read_body(request, 64 * 1024)
     ready_only = False
     if body.strip():

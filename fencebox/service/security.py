@@ -70,7 +70,9 @@ class Guard:
     def authenticate(self, given: str | None, peer: str | None) -> str:
         """The identity of a caller presenting key ``given`` from address ``peer``, whatever the protocol.
 
-        Without configured keys the identity is the address; with keys, Unauthorized unless one matches.
+        Without configured keys the identity is the address: the socket's peer, or what a proxy listed
+        in ``forwarded_allow_ips`` says (never a header from anyone else, so a fresh X-Forwarded-For
+        per request does not buy a fresh budget); with keys, Unauthorized unless one matches.
         """
         if not self._digests:
             return f"addr:{peer}" if peer else "addr:unknown"
@@ -111,6 +113,21 @@ class Guard:
                 f"retry in {wait:.1f} s",
                 headers=retry_after(wait),
             )
+
+    def charge_rest(self, identity: str, total: float, paid: float) -> None:
+        """Charge what a request costs beyond the ``paid`` part charged up front (V2: once its shape is known).
+
+        A request costing more than the whole burst could never be served: 400 saying so.
+        """
+        if not self.rate.enabled:
+            return
+        if total > self.rate.burst:
+            raise BadRequest(
+                f"this request costs {total:g} queries, more than the query budget's burst of "
+                f"{self.rate.burst:g}: send at most {int(self.rate.burst)} images per request"
+            )
+        if total > paid:
+            self.charge(identity, total - paid)
 
     def tracked_callers(self) -> int:
         """How many callers' budgets are held in memory."""

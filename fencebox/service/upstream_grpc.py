@@ -10,6 +10,7 @@ unusable answer -> 502; each is counted in ``fencebox_upstream_errors_total``.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -29,6 +30,8 @@ _MAX_MESSAGE = 64 * 1024 * 1024
 
 _TYPED = {"FP32": "fp32_contents", "FP64": "fp64_contents"}
 """Typed-contents fields an upstream may answer scores in instead of raw contents."""
+
+log = logging.getLogger("fencebox.service")
 
 
 def output_tensor(response: Any, name: str | None) -> v2codec.Tensor:
@@ -129,6 +132,8 @@ class GrpcUpstreamBackend(Backend):
         return self._ready
 
     def _fail(self, kind: str, err: Exception) -> Exception:
+        """Count and log a failure; the client's message says what happened, the log says where."""
+        log.warning("route %s: upstream grpc %s (model %s): %s", self.route, self.target, self.model, err)
         self.metrics.upstream_errors.labels(self.route, kind).inc()
         self._ready, self._ready_at = False, time.monotonic()
         return err
@@ -158,23 +163,23 @@ class GrpcUpstreamBackend(Backend):
                 raise self._fail(
                     "timeout",
                     GatewayTimeout(
-                        f"upstream {self.target} did not answer within {self.config.timeout_s:g} s (gRPC)"
+                        f"the upstream model server did not answer within {self.config.timeout_s:g} s (gRPC)"
                     ),
                 ) from None
             if code == grpc.StatusCode.UNAVAILABLE:
                 await self._reset()
+                log.warning("route %s: upstream grpc %s unavailable: %s", self.route, self.target, details)
                 raise self._fail(
-                    "down",
-                    UpstreamError(f"upstream {self.target} is unreachable (gRPC UNAVAILABLE: {details})"),
+                    "down", UpstreamError("the upstream model server is unreachable (gRPC UNAVAILABLE)")
                 ) from None
             raise self._fail(
-                "bad_status", UpstreamError(f"upstream {self.target} answered gRPC {code.name}: {details}")
+                "bad_status", UpstreamError(f"the upstream model server answered gRPC {code.name}: {details}")
             ) from None
         try:
             out = check_scores(output_tensor(response, self.config.output_name), batch.shape[0])
         except v2codec.V2FormatError as exc:
             raise self._fail(
-                "bad_answer", UpstreamError(f"upstream {self.target} gave an unusable answer: {exc}")
+                "bad_answer", UpstreamError(f"the upstream model server gave an unusable answer: {exc}")
             ) from None
         if not self.class_names or len(self.class_names) != out.shape[1]:
             self.class_names = [str(i) for i in range(out.shape[1])]

@@ -63,6 +63,9 @@ def test_down_then_recovers(kserve: KServeProcess) -> None:
     with serve(settings) as s, httpx.Client(base_url=s.url, timeout=30) as c:
         r = c.post("/v1/predict", content=png(digit()))
         assert r.status_code == 502 and "unreachable" in r.json()["error"], r.text
+        assert kserve.grpc_target.split(":")[-1] not in r.json()["error"], (
+            "the upstream address must stay in the log"
+        )
         assert c.get("/v2/health/ready").status_code == 503
         assert 'fencebox_upstream_errors_total{kind="down",route="up"} 1.0' in c.get("/metrics").text
         kserve.start()

@@ -1,4 +1,6 @@
-"""Built-in models: accuracy measured on the held-out split, cards, integrity, serving-path checks, PGD."""
+"""Model references (``fencebox.models.loaders``): built-in accuracy measured on the held-out split,
+cards, integrity, bad references, safetensors metadata; ``load_model`` resolves every model reference
+in one place, ``py:module:attr`` included, so the service, the CLI and the harness accept the same references."""
 
 from __future__ import annotations
 
@@ -6,14 +8,11 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-from fencebox.errors import InputError, ModelError
+from fencebox.errors import ModelError
 from fencebox.models import Classifier, builtin_card, list_builtin_models, load_dataset, load_model
 from fencebox.models.loaders import WEIGHTS_DIR
-from fencebox.models.pgd import accuracy, pgd_linf
 
 MIN_CLEAN = {"mnist": 0.98, "mnist-adv": 0.95, "mnist-advgan": 0.97, "faces": 0.9}
 TEST_DATA = {
@@ -22,9 +21,6 @@ TEST_DATA = {
     "mnist-advgan": "builtin:mnist-test",
     "faces": "builtin:faces-test",
 }
-
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("name", list_builtin_models())
@@ -45,54 +41,6 @@ def test_builtin_files(name: str) -> None:
     assert len(card.class_names) == card.num_classes
     assert card.training_data and card.how_made and card.extra["arch"]
     assert card.extra["sha256"] and card.extra["config"]["seed"] is not None
-
-
-def test_adversarial_model_is_more_robust() -> None:
-    """PGD-10 at eps=0.3 on 100 test digits: the plain model collapses, the adversarially trained one holds."""
-    x, y = load_dataset("builtin:mnist-test")
-    xt = torch.from_numpy(x[::10]).permute(0, 3, 1, 2).float() / 255
-    yt = torch.from_numpy(y[::10])
-    robust = {}
-    for name in ("mnist", "mnist-adv"):
-        model = load_model(f"builtin:{name}", device="cpu")
-        gen = torch.Generator().manual_seed(0)
-
-        def attack(
-            a: torch.Tensor, b: torch.Tensor, m: Classifier = model, g: torch.Generator = gen
-        ) -> torch.Tensor:
-            return pgd_linf(m.logits, a, b, 0.3, 10, 0.05, generator=g)
-
-        robust[name] = accuracy(model.logits, xt, yt, attack=attack)
-    assert robust["mnist"] < 0.2
-    assert robust["mnist-adv"] > 0.6
-
-
-def test_pgd_stays_in_the_ball() -> None:
-    model = load_model("builtin:mnist", device="cpu")
-    x, y = load_dataset("builtin:mnist-test")
-    xt = torch.from_numpy(x[:32]).permute(0, 3, 1, 2).float() / 255
-    adv = pgd_linf(
-        model.logits, xt, torch.from_numpy(y[:32]), 0.1, 5, generator=torch.Generator().manual_seed(0)
-    )
-    assert float((adv - xt).abs().max()) <= 0.1 + 1e-6
-    assert adv.min() >= 0 and adv.max() <= 1
-
-
-def test_classifier_interface() -> None:
-    model = load_model("builtin:mnist", device="cpu")
-    assert isinstance(model, Classifier)
-    x, _ = load_dataset("builtin:mnist-test")
-    logits = model.predict_logits(x[:5])
-    assert logits.shape == (5, 10) and logits.dtype == np.float32
-    assert np.array_equal(model.predict(x[:5]), logits.argmax(1))
-    xt = (torch.from_numpy(x[:5]).permute(0, 3, 1, 2).float() / 255).requires_grad_(True)
-    model.logits(xt).sum().backward()
-    assert xt.grad is not None and float(xt.grad.abs().sum()) > 0
-    assert model.torch_module() is not None
-    with pytest.raises(InputError, match="28x28x1"):
-        model.predict(np.zeros((1, 32, 32, 3), np.uint8))
-    with pytest.raises(InputError, match="uint8"):
-        model.predict(np.zeros((1, 28, 28, 1), np.float32))
 
 
 def test_tampered_weights_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,3 +82,23 @@ def test_safetensors_ref_uses_card_and_metadata(tmp_path: Path) -> None:
         load_model(f"safetensors:{lone}?arch=faces_cnn", device="cpu")
     card = json.loads((WEIGHTS_DIR / "mnist.json").read_text())
     assert card["extra"]["bytes"] == src.stat().st_size
+
+
+def test_python_reference_gives_the_factorys_classifier() -> None:
+    model = load_model("py:tests.test_service_helpers:tiny_model")
+    assert isinstance(model, Classifier) and model.input_shape == (28, 28, 1)
+    assert load_model("py:tests.test_service_helpers:tiny_model") is model  # the factory's own instance
+
+
+@pytest.mark.parametrize(
+    ("ref", "words"),
+    [
+        ("py:tests.test_service_helpers", "py:module:attr"),
+        ("py:no_such_module_xyz:thing", "cannot import"),
+        ("py:tests.test_service_helpers:ROOT", "did not give a fencebox Classifier"),
+        ("nope:thing", "expected builtin, safetensors, state_dict, torchscript, onnx or py"),
+    ],
+)
+def test_bad_python_references_are_model_errors(ref: str, words: str) -> None:
+    with pytest.raises(ModelError, match=words):
+        load_model(ref)
