@@ -52,6 +52,8 @@ FACE_CHAINS = {
 SIZES = (0.01, 0.02, 0.05, 0.1, 0.2)
 """The issue's 1, 2, 5 and 10 % of the image area, and 20 % to show where a patch starts to work."""
 EOT = 4
+README_BEGIN = "<!-- threats:begin (scripts/threat_reports.py summary --readme) -->"
+README_END = "<!-- threats:end -->"
 
 
 def _save_examples(folder: Path, name: str, shown: dict[str, np.ndarray]) -> str | None:
@@ -295,15 +297,29 @@ def main() -> None:
     s.add_argument(
         "folders", nargs="*", type=Path, default=[Path("reports/faces"), Path("reports/mnist-advgan")]
     )
+    s.add_argument("--readme", type=Path, help="replace the block between the threats markers in this file")
     args = parser.parse_args()
     if args.cmd == "faces":
         faces(args)
     elif args.cmd == "advgan":
         advgan(args)
     else:
-        for folder in args.folders:
-            text = summary_faces(folder) if (folder / "examples").exists() else summary_advgan(folder)
-            print(text + "\n")
+        texts = [
+            summary_faces(folder) if (folder / "examples").exists() else summary_advgan(folder)
+            for folder in args.folders
+        ]
+        text = "\n\n".join(t.replace("### ", "#### ", 1) if args.readme else t for t in texts)
+        if args.readme is None:
+            print(text)
+            return
+        doc = args.readme.read_text()
+        if README_BEGIN not in doc or README_END not in doc:
+            raise SystemExit(f"{args.readme}: no {README_BEGIN} ... {README_END} block")
+        head, rest = doc.split(README_BEGIN, 1)
+        args.readme.write_text(
+            head + README_BEGIN + "\n" + text + "\n" + README_END + rest.split(README_END, 1)[1]
+        )
+        print(f"updated {args.readme}")
 
 
 if __name__ == "__main__":
