@@ -53,11 +53,6 @@ def test_glasses_mask_is_a_frame_over_the_eyes() -> None:
     assert glasses_mask(FACES, 50, 50).mean() == pytest.approx(mask.mean(), abs=0.02)
 
 
-def test_eye_line_metadata() -> None:
-    assert eye_line("builtin:faces-test") == FACES and eye_line("builtin:faces-train") == FACES
-    assert eye_line("builtin:mnist-test") is None and eye_line("npz:/tmp/x.npz") is None
-
-
 def test_bad_patch_arguments_are_clear_errors() -> None:
     with pytest.raises(ConfigError, match="eye line"):
         glasses_mask(eye_line("builtin:mnist-test"), 28, 28)
