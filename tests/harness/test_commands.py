@@ -124,3 +124,21 @@ def test_bad_patch_arguments_fail_before_any_attack(tmp_path: Path, extra: list[
     r = CliRunner().invoke(app, [*FACES, "--threat", "patch", *extra, "--out", str(tmp_path)])
     assert r.exit_code == 2 and message in r.output, r.output
     assert not (tmp_path / "report.json").exists()
+
+
+def test_patch_threat_alone_runs_no_linf_units(tmp_path: Path) -> None:
+    args = [
+        *FACES,
+        "--threat",
+        "patch",
+        "--patch-shape",
+        "glasses",
+        "--patch-steps",
+        "1",
+        "--train-limit",
+        "10",
+    ]
+    r = CliRunner().invoke(app, [*args, "--fast", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["results"] == [] and [p["threat"] for p in doc["patch_results"]] == ["patch-glasses"]
