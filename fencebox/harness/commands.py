@@ -79,10 +79,24 @@ def evaluate(
         "all",
         "--threat",
         help="oblivious,transfer,bpda,eot,bpda-eot,blackbox-scores,blackbox-label (aliases: "
-        "blackbox, adaptive, all)",
+        "blackbox, adaptive, all); 'patch' adds the patch threats (their own rows, not in 'all')",
+    ),
+    patch_size: str = typer.Option(
+        "0.01,0.02,0.05,0.1", "--patch-size", help="square patch sizes as shares of the image area"
+    ),
+    patch_shape: str = typer.Option(
+        "square", "--patch-shape", help="square|glasses (glasses: face data sets with an eye line)"
+    ),
+    patch_steps: int = typer.Option(100, "--patch-steps", help="optimisation steps of a patch attack"),
+    advgan_epochs: int = typer.Option(5, "--advgan-epochs", help="AdvGAN generator training epochs"),
+    train_limit: int = typer.Option(
+        0, "--train-limit", help="train patches and AdvGAN on the first N training images (0: all)"
     ),
     attacks: str | None = typer.Option(
-        None, "--attacks", help="fgsm,pgd,cw,apgd-ce,apgd-dlr (apgd = both); default apgd-ce,apgd-dlr,pgd"
+        None,
+        "--attacks",
+        help="fgsm,pgd,cw,apgd-ce,apgd-dlr (apgd = both); default apgd-ce,apgd-dlr,pgd; "
+        "advgan adds an AdvGAN table next to PGD",
     ),
     eps: str = typer.Option(
         "0.1,0.2,0.3", "--eps", help="L-inf radii on the [0, 1] pixel scale (floor(255 eps) grey levels)"
@@ -185,6 +199,15 @@ def _evaluate(a: dict[str, Any]) -> None:
 
     from fencebox.harness.evaluate import Data, Options, count_units, run_evaluation
     from fencebox.harness.http_oracle import HttpOracle, LocalService
+    from fencebox.harness.localized import (
+        advgan_markdown,
+        advgan_rows,
+        parse_patch_shapes,
+        patch_configs,
+        patch_markdown,
+        patch_rows,
+        train_split_of,
+    )
     from fencebox.harness.report import write_report
     from fencebox.harness.threats import parse_threats
     from fencebox.models import load_dataset, load_model
@@ -192,8 +215,14 @@ def _evaluate(a: dict[str, Any]) -> None:
 
     if a["threads"] > 0:
         torch.set_num_threads(a["threads"])
-    config = build_config(a)
     threat_names = split_list(a["threat"])
+    attack_names = split_list(a["attacks"] or "")
+    want_patch, want_advgan = "patch" in threat_names, "advgan" in attack_names
+    threat_names = [t for t in threat_names if t != "patch"]
+    a["attacks"] = ",".join(x for x in attack_names if x != "advgan") or None
+    if want_advgan and not a["attacks"]:  # only AdvGAN asked for: no gradient-attack units
+        threat_names = [t.name for t in parse_threats(threat_names) if not t.whitebox]
+    config = build_config(a)
     threats = parse_threats(threat_names)
     chain_names = split_list(a["chains"])
     chains = {name: load_chain(name) for name in chain_names}
@@ -201,6 +230,13 @@ def _evaluate(a: dict[str, Any]) -> None:
     indices = select_indices(len(images), a["n"], a["select"])
     images, labels = images[indices], labels[indices]
     target = load_model(a["model"], device=a["device"])
+    shapes = parse_patch_shapes(a["patch_shape"]) if want_patch else []
+    sizes = parse_floats(a["patch_size"], "--patch-size")
+    if want_patch:  # bad patch arguments fail before any attack
+        patch_configs(shapes, sizes, a["data"], images.shape[1:3], a["patch_steps"], a["seed"])
+    train = load_dataset(train_split_of(a["data"])) if want_patch or want_advgan else None
+    if train is not None and a["train_limit"] > 0:
+        train = (train[0][: a["train_limit"]], train[1][: a["train_limit"]])
     source_ref = a["source"]
     source = load_model(source_ref, device=a["device"]) if source_ref else None
     out: Path = a["out"]
@@ -274,8 +310,22 @@ def _evaluate(a: dict[str, Any]) -> None:
                 progress.update(task, description=msg)
 
             doc = run_evaluation(target, chains, data, config, options, tick)
+            if train is not None and want_patch:
+                doc["patch_results"] = patch_rows(
+                    target, a["model"], a["data"], (images, labels), train, chains, shapes, sizes,
+                    config.eot, a["patch_steps"], a["seed"], out / "cache", tick,
+                )  # fmt: skip
+            if train is not None and want_advgan:
+                doc["advgan_results"] = advgan_rows(
+                    target, a["model"], (images, labels), train, chains, config.eps, config.eot,
+                    config.steps, a["advgan_epochs"], a["seed"], out / "cache", tick,
+                )  # fmt: skip
             progress.update(task, completed=total, description="done")
     paths = write_report(doc, out)
+    extra = [patch_markdown(doc.get("patch_results", [])), advgan_markdown(doc.get("advgan_results", []))]
+    if any(extra):
+        with paths["md"].open("a") as fh:
+            fh.write("\n\n" + "\n\n".join(t for t in extra if t) + "\n")
     for c in doc["checks"]:
         if not c["passed"]:
             console.print(f"[bold red]CHECK FAILED[/] {c['name']}: {c['detail']}")

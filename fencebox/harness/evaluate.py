@@ -110,6 +110,8 @@ def evaluate(
                 if extra is not None:
                     escalations.append(f"{name} {norm} eps={eps}")
                     group.append(extra)
+            if not group:  # no L-inf threat asked for (e.g. only --threat patch): nothing to combine
+                continue
             final = worst_case(runner, chain, group) if len(group) > 1 else group[0]
             if save_to is not None:
                 final.verdict = {**final.verdict, "adversarials": save_adversarials(save_to, saved, final)}

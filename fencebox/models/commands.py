@@ -46,7 +46,7 @@ def _config(model: str, data: str | None, overrides: dict[str, Any]) -> Any:
 
 def train_command(
     model: str = typer.Argument(
-        ..., help="Built-in recipe (mnist, mnist-adv, faces) or architecture (mnist_cnn, ...)."
+        ..., help="Built-in recipe (mnist, mnist-adv, mnist-advgan, faces) or architecture (mnist_cnn, ...)."
     ),
     data: str | None = typer.Option(
         None, "--data", help="Training data: builtin:NAME, folder:PATH or npz:PATH."
@@ -56,7 +56,10 @@ def train_command(
     ),
     test_data: str | None = typer.Option(None, "--test-data", help="Held-out data for per-epoch accuracy."),
     adversarial: str | None = typer.Option(
-        None, "--adversarial", help="'pgd': Madry L-inf PGD adversarial training."
+        None,
+        "--adversarial",
+        help="'pgd': Madry L-inf PGD adversarial training; 'advgan': training on AdvGAN examples "
+        "(Xiao et al. 2018) mixed with clean ones.",
     ),
     eps: float | None = typer.Option(None, "--eps", help="PGD radius in [0, 1] pixel units (e.g. 0.3)."),
     steps: int | None = typer.Option(None, "--steps", help="PGD steps per training example (e.g. 7)."),
@@ -102,8 +105,10 @@ def train_command(
         cfg = _config(model, data, overrides)
         cfg.validate()
     what = f"[bold]{cfg.name}[/] ({cfg.arch}) on {cfg.data}"
-    if cfg.adversarial:
+    if cfg.adversarial == "pgd":
         what += f", PGD eps={cfg.eps:g} x{cfg.steps}"
+    elif cfg.adversarial == "advgan":
+        what += f", AdvGAN eps={cfg.eps:g}"
     if cfg.chain:
         what += f", chain {cfg.chain}"
     console.print(f"training {what}, {cfg.epochs} epochs, seed {cfg.seed}, device {cfg.device}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,31 @@ MNIST_CLASSES = [str(d) for d in range(10)]
 FACES_CLASSES = ["non-face", "face"]
 
 Dataset = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class EyeLine:
+    """Where the eyes sit in a face data set's crops: placement metadata for eyeglass-frame attacks.
+
+    Pixel coordinates (0-based, centres of pixels) in images of ``height`` x ``width``; ``face_label`` is
+    the class whose images show a face (only those have eyes to put glasses on).
+    """
+
+    height: int
+    width: int
+    row: float
+    left_x: float
+    right_x: float
+    face_label: int
+
+
+EYE_LINES: dict[str, EyeLine] = {
+    # lfw_subset's 25x25 face crops: the mean of the 100 faces is darkest along row 8 (rows 7-8 hold both
+    # eyes: row means 104.6 and 100.4 against 121-127 above and 113-134 below), with the two dark pupils
+    # around columns 6 and 15 (row 8: 92 at column 6 and at column 15, 128-131 between them at the bridge).
+    "faces": EyeLine(height=25, width=25, row=8.0, left_x=6.0, right_x=15.0, face_label=1),
+}
+"""Eye lines of the built-in face data sets, by data set family (``builtin:faces-train``/``-test``)."""
 
 
 def stratified_split(
@@ -272,6 +298,14 @@ def load_dataset(ref: str) -> Dataset:
         x, y, _ = _load_folder(Path(rest).expanduser())
         return x, y
     raise DataError(f"unknown data set kind {kind!r} in {ref!r}; expected builtin:, folder: or npz:")
+
+
+def eye_line(ref: str) -> EyeLine | None:
+    """The eye line of a data set reference, or None when the data set has no known eye positions."""
+    if ref.startswith("builtin:"):
+        family = ref.removeprefix("builtin:").rsplit("-", 1)[0]
+        return EYE_LINES.get(family)
+    return None
 
 
 def dataset_classes(ref: str, y: np.ndarray) -> list[str]:

@@ -2,7 +2,7 @@
 
 References:
 
-- ``builtin:mnist``, ``builtin:mnist-adv``, ``builtin:faces``: committed weights (``fencebox/models/weights``).
+- ``builtin:mnist``, ``builtin:mnist-adv``, ``builtin:mnist-advgan``, ``builtin:faces``: committed weights (``fencebox/models/weights``).
 - ``safetensors:PATH[?arch=NAME][&shape=HxWxC][&classes=N]``: a state dict of a FenceBox architecture.
 - ``state_dict:PATH?arch=NAME[...]``: the same from ``torch.save``, read with ``weights_only=True``.
 - ``torchscript:PATH[?shape=HxWxC]``: a ``torch.jit.save`` archive, checked before loading (see safe_load).
@@ -32,7 +32,7 @@ from fencebox.models.safe_load import load_safetensors_file, load_state_dict_fil
 from fencebox.models.torch_model import TorchClassifier, resolve_device
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-BUILTIN_MODELS = ("mnist", "mnist-adv", "faces")
+BUILTIN_MODELS = ("mnist", "mnist-adv", "mnist-advgan", "faces")
 _QUERY_KEYS = {"arch", "shape", "classes", "name"}
 
 

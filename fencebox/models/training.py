@@ -1,4 +1,4 @@
-"""Seeded, deterministic training of FenceBox's small CNNs: plain, PGD-adversarial, and through a chain.
+"""Seeded, deterministic training of FenceBox's small CNNs: plain, PGD- or AdvGAN-adversarial, through a chain.
 
 ``train(config)`` returns the trained module, its model card and per-epoch metrics; ``save_model`` writes
 ``NAME.safetensors`` and ``NAME.json`` (the card).  The built-in models are :data:`RECIPES`; the
@@ -24,12 +24,18 @@ from torch import nn
 
 from fencebox.attacks.gradient import pgd
 from fencebox.errors import DataError, ModelError
+from fencebox.models.advgan import AdvGAN, grey_levels, perturb
 from fencebox.models.arch import build_arch
 from fencebox.models.augment import ChainLayer, random_hflip, random_shift
 from fencebox.models.base import ModelCard
 from fencebox.models.data import dataset_classes, load_dataset
 from fencebox.models.torch_model import resolve_device
 from fencebox.torch_util import nhwc_uint8_to_nchw_float
+
+ADVERSARIAL = ("pgd", "advgan")
+GAN_LR = 1e-3
+"""Adam learning rate of the AdvGAN generator and discriminator (constant; larger rates saturate the tanh)."""
+"""Adversarial training kinds: Madry et al.'s PGD, Xiao et al.'s AdvGAN examples."""
 
 
 @dataclass
@@ -49,11 +55,15 @@ class TrainConfig:
     """Random translation of up to this many pixels per image (augmentation)."""
     hflip: bool = False
     adversarial: str | None = None
-    """None, or "pgd": Madry et al.'s L-inf PGD adversarial training."""
+    """None; "pgd": Madry et al.'s L-inf PGD adversarial training; "advgan": Xiao et al.'s training on
+    AdvGAN examples (a generator trained alongside the model, within floor(255 eps) grey levels) mixed
+    one to one with clean ones."""
     eps: float = 0.3
     steps: int = 7
     alpha: float | None = None
     """PGD step size; default 2.5 * eps / steps."""
+    gan_alpha: float = 0.1
+    """AdvGAN: weight of the GAN (realism) loss next to the adversarial loss."""
     eps_warmup: int = 0
     """Epochs over which the training epsilon ramps linearly from 0 to ``eps`` (0: full eps at once)."""
     chain: str | None = None
@@ -71,10 +81,16 @@ class TrainConfig:
         """Raise ModelError on an impossible setting, naming it and what is accepted."""
         if self.epochs < 1 or self.batch_size < 1:
             raise ModelError(f"epochs and batch size must be >= 1, got {self.epochs} and {self.batch_size}")
-        if self.adversarial not in (None, "pgd"):
-            raise ModelError(f"--adversarial must be 'pgd' (or absent), got {self.adversarial!r}")
+        if self.adversarial not in (None, *ADVERSARIAL):
+            raise ModelError(
+                f"--adversarial must be {' or '.join(map(repr, ADVERSARIAL))} (or absent), got {self.adversarial!r}"
+            )
         if self.adversarial and not (0 < self.eps <= 1 and self.steps >= 1):
             raise ModelError(f"PGD needs 0 < eps <= 1 and steps >= 1, got eps={self.eps}, steps={self.steps}")
+        if self.adversarial == "advgan" and (grey_levels(self.eps) < 1 or self.gan_alpha < 0):
+            raise ModelError(
+                f"AdvGAN needs eps >= 1/255 and gan_alpha >= 0, got eps={self.eps}, gan_alpha={self.gan_alpha}"
+            )
         if self.lr <= 0:
             raise ModelError(f"the learning rate must be > 0, got {self.lr}")
 
@@ -106,6 +122,19 @@ RECIPES: dict[str, TrainConfig] = {
         steps=7,
         alpha=0.1,
         eps_warmup=10,
+    ),
+    "mnist-advgan": TrainConfig(
+        name="mnist-advgan",
+        arch="mnist_cnn",
+        data="builtin:mnist-train",
+        test_data="builtin:mnist-test",
+        epochs=8,
+        batch_size=64,
+        lr=2e-3,
+        shift=2,
+        seed=1,
+        adversarial="advgan",
+        eps=0.3,
     ),
     "faces": TrainConfig(
         name="faces",
@@ -223,6 +252,27 @@ def _epoch_eps(cfg: TrainConfig, progress: float) -> float:
     return cfg.eps * min(1.0, progress / cfg.eps_warmup)
 
 
+def _with_advgan(
+    advgan: AdvGAN,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    model: nn.Module,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One AdvGAN step against the current model, then the batch with its generated twins appended.
+
+    The generated images are quantised to uint8 levels (what a client could send).
+    """
+    model.requires_grad_(False)
+    try:
+        advgan.step(forward, xb, yb)
+    finally:
+        model.requires_grad_(True)
+    with torch.no_grad():
+        adv = (perturb(advgan.generator, xb, advgan.levels) * 255.0).round() / 255.0
+    return torch.cat([xb, adv]), torch.cat([yb, yb])
+
+
 def train(
     cfg: TrainConfig,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
@@ -264,6 +314,12 @@ def train(
         def forward(z: torch.Tensor) -> torch.Tensor:
             return model(chain_layer(z) if chain_layer is not None else z)
 
+        advgan = None
+        if cfg.adversarial == "advgan":
+            advgan = AdvGAN(
+                input_shape[2], grey_levels(cfg.eps), lr=GAN_LR, alpha=cfg.gan_alpha, seed=cfg.seed
+            )
+
         x, y = _tensors(x_np, y_np, device)
         n = len(x)
         batches = (n + cfg.batch_size - 1) // cfg.batch_size
@@ -289,6 +345,9 @@ def train(
                     eps_now = _epoch_eps(cfg, epoch + (b + 1) / batches)
                     alpha = None if cfg.alpha is None else cfg.alpha * eps_now / cfg.eps
                     xb = adversarial(forward, xb, yb, eps_now, cfg.steps, alpha, gen)
+                elif advgan is not None:
+                    eps_now = cfg.eps
+                    xb, yb = _with_advgan(advgan, forward, model, xb, yb)
                 out = forward(xb)
                 loss = F.cross_entropy(out, yb)
                 opt.zero_grad(set_to_none=True)
@@ -296,7 +355,7 @@ def train(
                 opt.step()
                 sched.step()
                 total_loss += loss.item() * len(idx)
-                correct += int((out.argmax(1) == yb).sum())
+                correct += int((out[: len(idx)].argmax(1) == yb[: len(idx)]).sum())
                 if on_batch:
                     on_batch(epoch * batches + b + 1, cfg.epochs * batches)
             model.eval()
@@ -326,7 +385,7 @@ def _final_scores(
     scores = {"clean": round(accuracy(forward, *test), 4)}
     if cfg.chain:
         scores["clean_without_chain"] = round(accuracy(model, *test), 4)
-    if cfg.adversarial == "pgd":
+    if cfg.adversarial in ADVERSARIAL:
         key = f"pgd{cfg.eval_steps}_linf_eps{cfg.eps:g}"
 
         def attack(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
@@ -358,10 +417,16 @@ def _card(
             f"; Madry PGD adversarial training, L-inf eps={cfg.eps:g}, {cfg.steps} steps of {alpha:g}, random start"
             + (f", eps warm-up over {cfg.eps_warmup} epochs" if cfg.eps_warmup else "")
         )
+    if cfg.adversarial == "advgan":
+        how += (
+            f"; AdvGAN adversarial training (Xiao et al. 2018): a generator trained alongside the model "
+            f"(C&W margin + {cfg.gan_alpha:g} x LSGAN loss) within {grey_levels(cfg.eps)} grey levels "
+            f"(eps={cfg.eps:g}), each batch mixed one to one with its generated examples"
+        )
     if cfg.chain:
         how += f"; inputs purified by chain '{cfg.chain}' (exact forward, surrogate gradient)"
     evaluation = f"accuracy on {cfg.test_data}" + (f" (first {cfg.test_limit})" if cfg.test_limit else "")
-    if cfg.adversarial == "pgd":
+    if cfg.adversarial in ADVERSARIAL:
         evaluation += (
             f"; robust: PGD-{cfg.eval_steps} L-inf eps={cfg.eps:g}, step {cfg.eval_alpha:g}, one random start"
         )

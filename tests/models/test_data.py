@@ -161,3 +161,17 @@ def test_npz_not_a_zip(tmp_path: Path) -> None:
     path.write_bytes(b"not an npz at all")
     with pytest.raises(DataError):
         load_dataset(f"npz:{path}")
+
+
+def test_eye_line_metadata_matches_the_face_crops() -> None:
+    from fencebox.models.data import EYE_LINES, eye_line
+
+    eyes = EYE_LINES["faces"]
+    assert eye_line("builtin:faces-test") == eyes and eye_line("builtin:faces-train") == eyes
+    assert eye_line("builtin:mnist-test") is None and eye_line("npz:/tmp/x.npz") is None
+    x, y = load_dataset("builtin:faces-train")
+    mean = x[y == eyes.face_label, ..., 0].astype(float).mean(0)
+    rows = mean[:, 2:20].mean(1)  # the face's columns
+    assert abs(int(np.argmin(rows[:13])) - eyes.row) <= 1  # the darkest band of the upper face: the eyes
+    assert mean[int(eyes.row), int(eyes.left_x)] < mean[int(eyes.row), 10]  # pupils darker than the bridge
+    assert mean[int(eyes.row), int(eyes.right_x)] < mean[int(eyes.row), 10]

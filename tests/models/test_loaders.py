@@ -14,8 +14,13 @@ from fencebox.errors import ModelError
 from fencebox.models import Classifier, builtin_card, list_builtin_models, load_dataset, load_model
 from fencebox.models.loaders import WEIGHTS_DIR
 
-MIN_CLEAN = {"mnist": 0.98, "mnist-adv": 0.95, "faces": 0.9}
-TEST_DATA = {"mnist": "builtin:mnist-test", "mnist-adv": "builtin:mnist-test", "faces": "builtin:faces-test"}
+MIN_CLEAN = {"mnist": 0.98, "mnist-adv": 0.95, "mnist-advgan": 0.97, "faces": 0.9}
+TEST_DATA = {
+    "mnist": "builtin:mnist-test",
+    "mnist-adv": "builtin:mnist-test",
+    "mnist-advgan": "builtin:mnist-test",
+    "faces": "builtin:faces-test",
+}
 
 
 @pytest.mark.parametrize("name", list_builtin_models())
