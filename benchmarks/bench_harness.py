@@ -17,8 +17,14 @@ ART has no random resize-and-pad, so EOT is emulated the nearest way ART allows:
 EOT times (BATCH x EOT images per step, the same work as EOT draws).  The FenceBox chain (JPEG, bit
 depth, median, random resize-and-pad) does more work per image than either ART configuration.
 
+Floor: the work no harness can avoid per step, timed bare: the chain's deterministic prefix once on
+BATCH images, its random rest on BATCH x EOT (exact ``apply``), the surrogate where the gradient
+mode uses it, and the model's forward and backward.  ``harness_vs_floor`` = harness steps/s divided by
+floor steps/s (the harness's overhead budget: >= 0.85).
+
 Usage: ``python benchmarks/bench_harness.py [--model builtin:mnist] [--chain fencebox-default]
-[--batch 128] [--eot 10] [--steps 10] [--workers N] [--device cpu|cuda] [--skip-art]``
+[--batch 128] [--eot 10] [--steps 10] [--workers N] [--gradient bpda|surrogate] [--device cpu|cuda]
+[--skip-art]``
 """
 
 from __future__ import annotations
@@ -35,15 +41,62 @@ from fencebox.models.base import Classifier
 from fencebox.transforms.base import Transform
 
 
-def fencebox_steps_per_s(
-    model: Classifier, chain: Transform, x: torch.Tensor, y: torch.Tensor, eot: int, steps: int, workers: int
+def floor_steps_per_s(
+    model: Classifier,
+    chain: Transform,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eot: int,
+    steps: int,
+    workers: int,
+    gradient: str = "bpda",
 ) -> float:
-    """Time ``steps`` BPDA+EOT PGD steps through the FenceBox harness (after one warm-up step)."""
-    from fencebox.harness import DefendedClassifier
-    from fencebox.harness.attacks import ce_loss, loss_and_grad
-    from fencebox.harness.geometry import project
+    """Time the unavoidable work of ``steps`` EOT gradient steps, written bare (see the module docstring)."""
+    from fencebox.harness.defended import split_chain
+    from fencebox.torch_util import nchw_float_to_nhwc_uint8, nhwc_uint8_to_nchw_float
+    from fencebox.transforms.base import apply_parallel
 
-    defended = DefendedClassifier(model, chain, gradient="bpda", eot_samples=eot, seed=0, workers=workers)
+    prefix, rest = split_chain(chain)
+    rng = np.random.default_rng(0)
+
+    def step() -> None:
+        u8 = nchw_float_to_nhwc_uint8(x)
+        if prefix is not None:
+            u8 = apply_parallel(prefix, u8, prefix.sample(rng, u8.shape), workers)
+        k = eot if rest is not None else 1
+        xin = nhwc_uint8_to_nchw_float(u8, x.device).repeat(k, 1, 1, 1).requires_grad_(True)
+        z = xin
+        if rest is not None:
+            tiled = np.tile(u8, (eot, 1, 1, 1))
+            params = rest.sample(rng, tiled.shape)
+            exact = nhwc_uint8_to_nchw_float(apply_parallel(rest, tiled, params, workers), x.device)
+            sur = rest.surrogate(xin, params) if gradient == "surrogate" else xin
+            z = sur + (exact - sur).detach()
+        torch.nn.functional.cross_entropy(model.logits(z), y.repeat(k)).backward()
+
+    step()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps / (time.perf_counter() - t0)
+
+
+def fencebox_steps_per_s(
+    model: Classifier,
+    chain: Transform,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eot: int,
+    steps: int,
+    workers: int,
+    gradient: str = "bpda",
+) -> float:
+    """Time ``steps`` EOT PGD steps through the FenceBox harness (after one warm-up step)."""
+    from fencebox.attacks.geometry import project
+    from fencebox.attacks.gradient import ce_loss, loss_and_grad
+    from fencebox.harness import DefendedClassifier
+
+    defended = DefendedClassifier(model, chain, gradient=gradient, eot_samples=eot, seed=0, workers=workers)
     eps, alpha = 0.3, 0.01
     adv = x.clone()
     loss_and_grad(defended, adv, y, ce_loss)  # warm-up
@@ -186,6 +239,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--workers", type=int, default=0, help="chain threads (0: all cores)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--gradient", default="bpda", choices=["bpda", "surrogate"])
     p.add_argument("--skip-art", action="store_true")
     a = p.parse_args()
 
@@ -201,7 +255,8 @@ def main() -> None:
     y = torch.as_tensor(labels, device=model.device)
     workers = a.workers or default_workers()
     chain = load_chain(a.chain)
-    fb = fencebox_steps_per_s(model, chain, x, y, a.eot, a.steps, workers)
+    floor = floor_steps_per_s(model, chain, x, y, a.eot, a.steps, workers, a.gradient)
+    fb = fencebox_steps_per_s(model, chain, x, y, a.eot, a.steps, workers, a.gradient)
     result = {
         "model": a.model,
         "chain": a.chain,
@@ -210,7 +265,10 @@ def main() -> None:
         "device": a.device,
         "torch_threads": torch.get_num_threads(),
         "chain_workers": workers,
+        "gradient": a.gradient,
         "fencebox_steps_per_s": round(fb, 3),
+        "floor_steps_per_s": round(floor, 3),
+        "harness_vs_floor": round(fb / floor, 3),
     }
     if not a.skip_art:
         ours_s, art_s = purification_seconds(chain, x, a.eot, workers)

@@ -11,22 +11,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from fencebox.errors import FenceboxError
+from fencebox.cli_errors import err_console, exit_on_error
+from fencebox.errors import ConfigError, FenceboxError
 
 console = Console()
-err_console = Console(stderr=True)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
-
-
-def print_error(message: object) -> None:
-    """Print an error in red on stderr; the message is shown literally (brackets are not rich markup)."""
-    err_console.print(f"[bold red]error:[/] {escape(str(message))}")
-
-
-def _fail(message: str) -> typer.Exit:
-    print_error(message)
-    return typer.Exit(code=2)
 
 
 def transforms_command() -> None:
@@ -73,9 +63,9 @@ def _collect(inputs: list[Path]) -> list[tuple[Path, Path]]:
         elif item.is_file():
             found.append((item, Path(item.name)))
         else:
-            raise _fail(f"no such file or folder: {item}")
+            raise ConfigError(f"no such file or folder: {item}")
     if not found:
-        raise _fail("no image files found in the inputs")
+        raise ConfigError("no image files found in the inputs")
     return found
 
 
@@ -110,13 +100,11 @@ def purify_command(
 
     from fencebox.spec import load_chain
 
-    try:
+    with exit_on_error():
         c = load_chain(chain)
-    except FenceboxError as exc:
-        raise _fail(str(exc)) from None
-    if fmt not in ("png", "same"):
-        raise _fail("--format must be 'png' or 'same'")
-    files = _collect(inputs)
+        if fmt not in ("png", "same"):
+            raise ConfigError("--format must be 'png' or 'same'")
+        files = _collect(inputs)
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []

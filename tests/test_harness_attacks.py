@@ -8,10 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fencebox.attacks.geometry import distance_u8, eps_levels, flat_norm, quantise_within
+from fencebox.attacks.gradient import apgd, apgd_checkpoints, dlr_loss, fgsm, margin_loss, pgd
 from fencebox.errors import InputError
 from fencebox.harness import UndefendedClassifier
-from fencebox.harness.attacks import apgd, apgd_checkpoints, dlr_loss, fgsm, margin_loss, pgd
-from fencebox.harness.geometry import distance_u8, eps_levels, flat_norm, quantise_within
 from fencebox.torch_util import nhwc_uint8_to_nchw_float
 from tests.test_harness_toy import toy_data, toy_model
 

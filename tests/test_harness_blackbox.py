@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from fencebox.attacks.geometry import distance_u8
 from fencebox.errors import FenceboxError, InputError
 from fencebox.harness import DefendedClassifier
 from fencebox.harness.blackbox import hop_skip_jump, square_linf, square_p
-from fencebox.harness.geometry import distance_u8
 from fencebox.harness.oracle import LocalOracle, apply_policy, margins
 from fencebox.spec import load_chain
 from tests.test_harness_toy import toy_data, toy_model
@@ -28,7 +28,8 @@ def test_policies_expose_only_what_they_allow() -> None:
     top = apply_policy(probs, "topk", k=2)
     assert top.scores is None and top.topk is not None and top.topk.tolist() == [[1, 2], [0, 2]]
     rounded = apply_policy(np.array([[0.123456, 0.876544]]), "rounded")
-    assert rounded.scores is not None and rounded.scores.tolist() == [[0.12, 0.88]]
+    # the float32 values the service's V2 route sends for 0.12 and 0.88
+    assert rounded.scores is not None and rounded.scores.tolist() == np.float32([[0.12, 0.88]]).tolist()
     with pytest.raises(FenceboxError, match="output policy"):
         apply_policy(probs, "everything")
     with pytest.raises(InputError, match="no scores"):

@@ -13,7 +13,7 @@ import torch
 from fencebox.errors import InputError, ModelError
 from fencebox.models import Classifier, builtin_card, list_builtin_models, load_dataset, load_model
 from fencebox.models.loaders import WEIGHTS_DIR
-from fencebox.models.pgd import accuracy, pgd_linf
+from fencebox.models.training import accuracy, adversarial
 
 MIN_CLEAN = {"mnist": 0.98, "mnist-adv": 0.95, "faces": 0.9}
 TEST_DATA = {"mnist": "builtin:mnist-test", "mnist-adv": "builtin:mnist-test", "faces": "builtin:faces-test"}
@@ -55,7 +55,7 @@ def test_adversarial_model_is_more_robust() -> None:
         def attack(
             a: torch.Tensor, b: torch.Tensor, m: Classifier = model, g: torch.Generator = gen
         ) -> torch.Tensor:
-            return pgd_linf(m.logits, a, b, 0.3, 10, 0.05, generator=g)
+            return adversarial(m.logits, a, b, 0.3, 10, 0.05, g)
 
         robust[name] = accuracy(model.logits, xt, yt, attack=attack)
     assert robust["mnist"] < 0.2
@@ -66,8 +66,8 @@ def test_pgd_stays_in_the_ball() -> None:
     model = load_model("builtin:mnist", device="cpu")
     x, y = load_dataset("builtin:mnist-test")
     xt = torch.from_numpy(x[:32]).permute(0, 3, 1, 2).float() / 255
-    adv = pgd_linf(
-        model.logits, xt, torch.from_numpy(y[:32]), 0.1, 5, generator=torch.Generator().manual_seed(0)
+    adv = adversarial(
+        model.logits, xt, torch.from_numpy(y[:32]), 0.1, 5, None, torch.Generator().manual_seed(0)
     )
     assert float((adv - xt).abs().max()) <= 0.1 + 1e-6
     assert adv.min() >= 0 and adv.max() <= 1

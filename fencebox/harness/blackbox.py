@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fencebox.attacks.geometry import check_norm, eps_levels
 from fencebox.errors import InputError
-from fencebox.harness.geometry import check_norm, eps_levels
 from fencebox.harness.oracle import Oracle, margins
 
 

@@ -1,4 +1,8 @@
-"""``fencebox evaluate``: attack chains in front of a model under threat models and write the reports."""
+"""``fencebox evaluate`` and ``fencebox replay``: parse the command line, call the library, print.
+
+``evaluate`` only turns strings into a model, chains, data and an :class:`EvalConfig` and calls
+:func:`fencebox.harness.run_evaluation`; ``replay`` re-judges saved adversarials (:mod:`fencebox.harness.replay`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from typing import Any
 import numpy as np
 import typer
 
-from fencebox.errors import FenceboxError, InputError
+from fencebox.cli_errors import exit_on_error
+from fencebox.errors import ConfigError
 
 
 def split_list(text: str) -> list[str]:
@@ -32,23 +37,23 @@ def split_list(text: str) -> list[str]:
 
 
 def parse_floats(text: str, what: str) -> list[float]:
-    """Parse '0.1,0.3' into floats, with an InputError naming the option on bad input."""
+    """Parse '0.1,0.3' into floats, with a ConfigError naming the option on bad input."""
     try:
         return [float(v) for v in split_list(text)]
     except ValueError:
-        raise InputError(f"{what} must be comma-separated numbers like 0.1,0.3, got {text!r}") from None
+        raise ConfigError(f"{what} must be comma-separated numbers like 0.1,0.3, got {text!r}") from None
 
 
 def select_indices(total: int, n: int, how: str) -> np.ndarray:
     """Which examples to evaluate: the first ``n``, or ``n`` evenly spaced ones (in data-set order)."""
     if n < 1:
-        raise InputError(f"-n must be >= 1, got {n}")
+        raise ConfigError(f"-n must be >= 1, got {n}")
     n = min(n, total)
     if how == "first":
         return np.arange(n)
     if how == "spread":
         return (np.arange(n) * total) // n
-    raise InputError(f"--select must be 'first' or 'spread', got {how!r}")
+    raise ConfigError(f"--select must be 'first' or 'spread', got {how!r}")
 
 
 def route_name(chain: str, policy: str, i: int) -> str:
@@ -76,16 +81,32 @@ def evaluate(
         help="oblivious,transfer,bpda,eot,bpda-eot,blackbox-scores,blackbox-label (aliases: "
         "blackbox, adaptive, all)",
     ),
-    attacks: str = typer.Option(
-        "fgsm,pgd,cw,apgd", "--attacks", help="fgsm,pgd,cw,apgd-ce,apgd-dlr (apgd = both)"
+    attacks: str | None = typer.Option(
+        None, "--attacks", help="fgsm,pgd,cw,apgd-ce,apgd-dlr (apgd = both); default apgd-ce,apgd-dlr,pgd"
     ),
-    eps: str = typer.Option("0.1,0.2,0.3", "--eps", help="L-inf radii on the [0, 1] pixel scale"),
+    eps: str = typer.Option(
+        "0.1,0.2,0.3", "--eps", help="L-inf radii on the [0, 1] pixel scale (floor(255 eps) grey levels)"
+    ),
     eps_l2: str = typer.Option("", "--eps-l2", help="L2 radii on the [0, 1] pixel scale (optional)"),
-    steps: int = typer.Option(50, "--steps", help="gradient steps per attack"),
-    restarts: int = typer.Option(1, "--restarts", help="random restarts per attack"),
-    strong: bool = typer.Option(False, "--strong", help="at least 100 steps and 5 restarts"),
-    eot: int = typer.Option(20, "--eot", help="EOT draws for random chains (>= 20 recommended)"),
-    queries: int = typer.Option(1000, "--queries", help="black-box query budget per image"),
+    steps: int | None = typer.Option(
+        None, "--steps", help="gradient steps per attack (default 100; --fast 10)"
+    ),
+    restarts: int | None = typer.Option(
+        None, "--restarts", help="random restarts per attack (default 5; --fast 1)"
+    ),
+    fast: bool = typer.Option(
+        False, "--fast", help="smoke run with small budgets; marked as NOT an evaluation"
+    ),
+    eot: int | None = typer.Option(None, "--eot", help="EOT draws for random chains (default 20; --fast 4)"),
+    queries: int | None = typer.Option(
+        None, "--queries", help="black-box query budget per image (default 1000)"
+    ),
+    draws: int | None = typer.Option(
+        None, "--draws", help="fresh scoring draws per example for random chains (default 20)"
+    ),
+    select_draws: int | None = typer.Option(
+        None, "--select-draws", help="selection draws ranking each example's candidates (default 10)"
+    ),
     seed: int = typer.Option(0, "--seed", help="seed of every random choice"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
     source: str | None = typer.Option(
@@ -105,17 +126,51 @@ def evaluate(
     batch: int = typer.Option(128, "--batch", help="attack batch size"),
     workers: int = typer.Option(1, "--workers", help="threads for the chain's exact apply"),
     threads: int = typer.Option(0, "--threads", help="torch threads (0: torch's default)"),
-    check_n: int = typer.Option(32, "--check-n", help="examples used by the sanity checks"),
+    check_n: int | None = typer.Option(
+        None, "--check-n", help="examples used by the sanity checks (default 100)"
+    ),
+    no_escalate: bool = typer.Option(
+        False, "--no-escalate", help="do not re-attack from black-box adversarials when black-box wins"
+    ),
+    save_adversarials: bool = typer.Option(
+        False, "--save-adversarials", help="store each example's final adversarial (uint8 npz) and its seeds"
+    ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="output folder (report.json, report.md, report.html, cache/)"
     ),
 ) -> None:
     """Evaluate chains in front of MODEL against adaptive and black-box attacks; write reports into OUT."""
-    try:
+    with exit_on_error():
         _evaluate(locals())
-    except FenceboxError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+
+
+def build_config(a: dict[str, Any]) -> Any:
+    """The :class:`~fencebox.harness.runner.EvalConfig` the options ask for: full-strength defaults or ``--fast``."""
+    from fencebox.harness.runner import EvalConfig, parse_attacks
+
+    given = {
+        "steps": a.get("steps"),
+        "restarts": a.get("restarts"),
+        "eot": a.get("eot"),
+        "queries": a.get("queries"),
+        "check_n": a.get("check_n"),
+        "score_draws": a.get("draws"),
+        "select_draws": a.get("select_draws"),
+    }
+    overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if a.get("attacks"):
+        overrides["attacks"] = parse_attacks(split_list(a["attacks"]))
+    overrides.update(
+        eps=parse_floats(a.get("eps") or "", "--eps"),
+        eps_l2=parse_floats(a.get("eps_l2") or "", "--eps-l2"),
+        seed=a.get("seed", 0),
+        batch=a.get("batch", 128),
+        workers=a.get("workers", 1),
+        escalate=not a.get("no_escalate", False),
+    )
+    cfg = EvalConfig.fast(**overrides) if a.get("fast") else EvalConfig(**overrides)
+    cfg.validate()
+    return cfg
 
 
 def _evaluate(a: dict[str, Any]) -> None:
@@ -123,33 +178,18 @@ def _evaluate(a: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fencebox.harness.evaluate import count_units, evaluate
+    from fencebox.harness.evaluate import Data, Options, count_units, run_evaluation
     from fencebox.harness.http_oracle import HttpOracle, LocalService
     from fencebox.harness.report import write_report
-    from fencebox.harness.runner import EvalConfig, Runner, parse_attacks
     from fencebox.harness.threats import parse_threats
     from fencebox.models import load_dataset, load_model
     from fencebox.spec import load_chain
 
     if a["threads"] > 0:
         torch.set_num_threads(a["threads"])
-    steps, restarts = a["steps"], a["restarts"]
-    if a["strong"]:
-        steps, restarts = max(steps, 100), max(restarts, 5)
-    config = EvalConfig(
-        attacks=parse_attacks(split_list(a["attacks"])),
-        eps=parse_floats(a["eps"], "--eps"),
-        eps_l2=parse_floats(a["eps_l2"], "--eps-l2"),
-        steps=steps,
-        restarts=restarts,
-        eot=a["eot"],
-        queries=a["queries"],
-        seed=a["seed"],
-        batch=a["batch"],
-        workers=a["workers"],
-        check_n=a["check_n"],
-    )
-    threats = parse_threats(split_list(a["threat"]))
+    config = build_config(a)
+    threat_names = split_list(a["threat"])
+    threats = parse_threats(threat_names)
     chain_names = split_list(a["chains"])
     chains = {name: load_chain(name) for name in chain_names}
     images, labels = load_dataset(a["data"])
@@ -162,10 +202,13 @@ def _evaluate(a: dict[str, Any]) -> None:
     console = Console(stderr=True)
     classes_seen = len(set(labels.tolist()))
     if classes_seen < target.num_classes:
+        hint = " (is the data set sorted by class? try --select spread)" if a["select"] != "spread" else ""
         console.print(
             f"[bold yellow]warning:[/] the {len(labels)} examples selected cover only {classes_seen} of "
-            f"{target.num_classes} classes (is the data set sorted by class? try --select spread)"
+            f"{target.num_classes} classes{hint}"
         )
+    if config.smoke:
+        console.print("[bold yellow]--fast: a smoke run with small budgets, NOT an evaluation[/]")
     with ExitStack() as stack:
         oracle_factory = None
         oracle_desc = "a local oracle (in-process serving path, same output-policy semantics)"
@@ -186,53 +229,32 @@ def _evaluate(a: dict[str, Any]) -> None:
                     key, _, rname = item.partition("=")
                     cname, _, pol = key.rpartition(":")
                     if not rname or not cname:
-                        raise InputError(f"--route must look like CHAIN:POLICY=ROUTE, got {item!r}")
+                        raise ConfigError(f"--route must look like CHAIN:POLICY=ROUTE, got {item!r}")
                     mapping[(cname, pol)] = rname
             oracle_desc = f"the FenceBox HTTP service at {url} (V2 infer)"
 
             def oracle_factory(judge: Any, chain_name: str, policy: str) -> HttpOracle:
                 """An HTTP oracle on the route serving ``chain_name`` under ``policy``."""
                 if (chain_name, policy) not in mapping:
-                    raise InputError(
+                    raise ConfigError(
                         f"no service route for chain {chain_name!r} with policy {policy!r}; use --route"
                     )
                 orc = HttpOracle(url, mapping[(chain_name, policy)])
                 stack.callback(orc.close)
                 return orc
 
-        runner = Runner(
-            target,
-            images,
-            labels,
-            config,
+        options = Options(
+            threats=threat_names,
             model_ref=a["model"],
             source=source,
             source_ref=source_ref,
-            cache_dir=out / "cache",
             oracle_factory=oracle_factory,
-            indices=indices,
+            oracle=oracle_desc,
+            out=out,
+            save_adversarials=a["save_adversarials"],
+            device=a["device"],
         )
-        doc_config = {
-            "model": a["model"],
-            "data": a["data"],
-            "n": len(images),
-            "chains": chain_names,
-            "threats": [t.name for t in threats],
-            "attacks": config.attacks,
-            "eps": config.eps,
-            "eps_l2": config.eps_l2,
-            "steps": config.steps,
-            "restarts": config.restarts,
-            "eot": config.eot,
-            "queries": config.queries,
-            "seed": config.seed,
-            "device": a["device"],
-            "source": source_ref or a["model"],
-            "oracle": oracle_desc,
-            "check_n": config.check_n,
-            "check_eps": config.check_eps,
-            "batch": config.batch,
-        }
+        data = Data(images, labels, indices, a["data"])
         total = count_units(chains, threats, config.grid())
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as progress:
@@ -246,15 +268,42 @@ def _evaluate(a: dict[str, Any]) -> None:
                 first[0] = False
                 progress.update(task, description=msg)
 
-            doc = evaluate(runner, chains, threats, doc_config, tick)
+            doc = run_evaluation(target, chains, data, config, options, tick)
             progress.update(task, completed=total, description="done")
     paths = write_report(doc, out)
-    failed = [c for c in doc["checks"] if not c["passed"]]
-    for c in failed:
-        console.print(f"[bold red]CHECK FAILED[/] {c['name']}: {c['detail']}")
+    for c in doc["checks"]:
+        if not c["passed"]:
+            console.print(f"[bold red]CHECK FAILED[/] {c['name']}: {c['detail']}")
     console.print(f"wrote {paths['json']}, {paths['md']}, {paths['html']}")
 
 
+def replay(
+    report: Path = typer.Argument(..., help="report.json written with --save-adversarials"),
+    url: str | None = typer.Option(None, "--url", help="re-judge through a running FenceBox service (V2)"),
+    route: list[str] = typer.Option(
+        [], "--route", help="with --url: CHAIN=ROUTE, the service route serving each chain of the report"
+    ),
+    model: str | None = typer.Option(None, "--model", "-m", help="model reference (default: the report's)"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+) -> None:
+    """Re-judge a report's saved adversarials through its chains and print the same numbers."""
+    from fencebox.harness.replay import replay_report
+
+    with exit_on_error():
+        routes = {}
+        for item in route:
+            cname, _, rname = item.rpartition("=")
+            if not cname or not rname:
+                raise ConfigError(f"--route must look like CHAIN=ROUTE, got {item!r}")
+            routes[cname] = rname
+        lines, same = replay_report(report, model=model, device=device, url=url, routes=routes)
+        for line in lines:
+            typer.echo(line)
+        if not same:
+            raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``evaluate`` to the fencebox command line."""
+    """Add ``evaluate`` and ``replay`` to the fencebox command line."""
     app.command("evaluate")(evaluate)
+    app.command("replay")(replay)

@@ -1,13 +1,18 @@
 """The defended model as a torch ``nn.Module``: exact purification forward, BPDA / surrogate backward, EOT.
 
 ``DefendedClassifier(model, chain, gradient="bpda"|"surrogate", eot_samples=K)`` takes float
-``(N, C, H, W)`` tensors in [0, 1] and returns logits, so any torch attack can run against it:
+``(N, C, H, W)`` tensors in [0, 1] and returns logits, so any torch attack can run against it
+(``forward(x, gradient=...)`` picks the estimator for one call):
 
 - forward: quantise to uint8 (what a client can send), run the chain's exact ``apply`` with fresh
   random params for each of the K EOT samples, then the model; the K logits are averaged;
 - backward: the chain's ``surrogate`` on the same params (``gradient="surrogate"``) or the identity
   (``gradient="bpda"``), averaged over the K samples.  Both via the straight-through identity
   ``y = s(x) + (exact(x) - s(x)).detach()``: values exact, gradients from the surrogate.
+
+Throughput: a chain's deterministic prefix (its leading non-random steps) runs once per call on the
+N images, and only the random rest runs on the N x K tiled batch; the rest's surrogate is taken at
+the exact output of the prefix.
 
 :meth:`DefendedClassifier.judge` is the serving path (uint8 in, one fresh draw, labels out) that
 decides whether an adversarial image succeeded.
@@ -21,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fencebox.chain import Chain
 from fencebox.errors import InputError
 from fencebox.models.base import Classifier
 from fencebox.torch_util import nchw_float_to_nhwc_uint8, nhwc_uint8_to_nchw_float
@@ -86,6 +92,7 @@ class DefendedClassifier(nn.Module):
         self.gradient = gradient
         self.eot_samples = eot_samples
         self.workers = max(1, int(workers))
+        self.prefix, self.rest = split_chain(chain)
         self.reseed(seed)
 
     def reseed(self, seed: int | None) -> None:
@@ -107,26 +114,50 @@ class DefendedClassifier(nn.Module):
             )
         return out, params
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits averaged over ``eot_samples`` exact purifications; gradients via BPDA or the surrogate."""
+    def _stage(
+        self, t: Transform, u8: np.ndarray, xs: torch.Tensor, gradient: str
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        """Run ``t`` exactly on ``u8`` (one draw) and return it with its straight-through torch form."""
+        params = t.sample(self.rng, u8.shape)
+        out = apply_parallel(t, u8, params, self.workers)
+        exact = nhwc_uint8_to_nchw_float(out, xs.device).to(xs.dtype)
+        sur = xs if gradient == "bpda" else t.surrogate(xs, params)
+        if sur.shape != exact.shape:
+            raise InputError(f"surrogate of {t} gave shape {tuple(sur.shape)}, exact {tuple(exact.shape)}")
+        return out, sur + (exact - sur).detach()
+
+    def forward(self, x: torch.Tensor, gradient: str | None = None) -> torch.Tensor:
+        """Logits averaged over ``eot_samples`` exact purifications; gradients via BPDA or the surrogate.
+
+        ``gradient`` overrides the estimator for this call only (``"bpda"`` or ``"surrogate"``).
+        """
+        mode = self.gradient if gradient is None else gradient
+        if mode not in GRADIENTS:
+            raise InputError(f"gradient must be one of {', '.join(GRADIENTS)}, got {mode!r}")
         _check_input(x, self.model)
-        n, k = x.shape[0], self.eot_samples
         xq = quantise_ste(x)
         if len(getattr(self.chain, "children", [None])) == 0:
-            return self.model.logits(xq)
-        u8 = nchw_float_to_nhwc_uint8(x)
+            return self._logits(xq)
+        check_batch(nchw_float_to_nhwc_uint8(x[:1]), self.chain.min_size, self.chain.name)
+        u8, y = nchw_float_to_nhwc_uint8(x), xq
+        if self.prefix is not None:
+            u8, y = self._stage(self.prefix, u8, y, mode)
+        if self.rest is None:
+            return self._logits(y)
+        n, k = x.shape[0], self.eot_samples
         tiled = np.tile(u8, (k, 1, 1, 1)) if k > 1 else u8
-        exact_np, params = self._purify(tiled, self.rng)
-        exact = nhwc_uint8_to_nchw_float(exact_np, x.device).to(x.dtype)
-        xt = xq.repeat(k, 1, 1, 1) if k > 1 else xq
-        sur = xt if self.gradient == "bpda" else self.chain.surrogate(xt, params)
-        if sur.shape != exact.shape:
-            raise InputError(
-                f"surrogate of {self.chain} gave shape {tuple(sur.shape)}, exact {tuple(exact.shape)}"
-            )
-        y = sur + (exact - sur).detach()
-        logits = self.model.logits(y)
+        _, y = self._stage(self.rest, tiled, y.repeat(k, 1, 1, 1) if k > 1 else y, mode)
+        logits = self._logits(y)
         return logits.view(k, n, -1).mean(0) if k > 1 else logits
+
+    def _logits(self, y: torch.Tensor) -> torch.Tensor:
+        h, w, c = self.model.input_shape
+        if tuple(y.shape[1:]) != (c, h, w):
+            raise InputError(
+                f"the chain {self.chain} maps images to {tuple(y.shape[1:])} (C, H, W), but the model expects "
+                f"{(c, h, w)}; add a resize to the chain"
+            )
+        return self.model.logits(y)
 
     def purify(self, images: np.ndarray) -> np.ndarray:
         """The serving path's purification of a uint8 NHWC batch, with one fresh draw from the judge's generator."""
@@ -139,3 +170,19 @@ class DefendedClassifier(nn.Module):
     def judge_logits(self, images: np.ndarray) -> np.ndarray:
         """Logits the deployed system computes for a uint8 NHWC batch (one fresh chain draw)."""
         return self.model.predict_logits(self.purify(images))
+
+
+def split_chain(chain: Transform) -> tuple[Transform | None, Transform | None]:
+    """``chain`` as (deterministic prefix, random rest); either is None when empty.
+
+    Only a :class:`~fencebox.chain.Chain` splits (its leading non-random steps form the prefix); any
+    other transform is all prefix when deterministic, all rest when random.
+    """
+    if not chain.randomized:
+        return chain, None
+    if not isinstance(chain, Chain):
+        return None, chain
+    steps = list(chain.children)
+    cut = next(i for i, c in enumerate(steps) if c.randomized)
+    prefix = Chain(steps[:cut]) if cut else None
+    return prefix, Chain(steps[cut:])

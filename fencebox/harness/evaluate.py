@@ -1,38 +1,36 @@
-"""One whole evaluation: clean accuracy and latency per chain, every unit, worst-case rows, checks.
+"""One whole evaluation: clean accuracy and latency per chain, every unit, worst-case rows, escalation, checks.
 
-Returns the report document (the dict written as report.json; schema in docs/harness.md).
+:func:`run_evaluation` is the library call (``fencebox.harness.run_evaluation(model, chains, data,
+config)``); the ``fencebox evaluate`` command only parses strings and calls it.  :func:`evaluate`
+returns the report document (the dict written as report.json; schema in docs/harness.md).
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fencebox.harness.checks import run_checks
-from fencebox.harness.runner import Row, Runner, worst_case
+from fencebox.harness.checks import run_checks, whitebox_gap
+from fencebox.harness.runner import EvalConfig, OracleFactory, Row, Runner, worst_case
 from fencebox.harness.stats import wilson
-from fencebox.harness.threats import Threat
+from fencebox.harness.threats import ESCALATION, THREATS, Threat, parse_threats
+from fencebox.models.base import Classifier
 from fencebox.transforms.base import Transform
 
-SCHEMA = "fencebox.harness.report/1"
+SCHEMA = "fencebox.harness.report/2"
 
 Progress = Callable[[str], None]
 
 
-def count_units(chains: dict[str, Transform], threats: list[Threat], grid: list[tuple[str, float]]) -> int:
-    """How many progress steps :func:`evaluate` reports (units plus one per chain for clean and checks)."""
-    return len(chains) * (len(threats) * len(grid) + 2)
-
-
 def environment(device: str) -> dict[str, Any]:
     """The software and hardware the numbers were measured on."""
-    import os
-
     import torch
 
     import fencebox
@@ -53,19 +51,39 @@ def environment(device: str) -> dict[str, Any]:
     }
 
 
+def save_adversarials(folder: Path, i: int, row: Row) -> dict[str, Any]:
+    """Write a row's final adversarials (uint8 NHWC, with labels and data-set indices) as an npz; return its record."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{i:03d}-{row.norm}-{row.eps:g}.npz"
+    assert row.adversarials is not None
+    np.savez_compressed(
+        folder / name,
+        images=row.adversarials,
+        labels=np.asarray(row.per_example["label"], dtype=np.int64),
+        index=np.asarray(row.per_example["index"], dtype=np.int64),
+    )
+    return {"file": f"{folder.name}/{name}"}
+
+
 def evaluate(
     runner: Runner,
     chains: dict[str, Transform],
     threats: list[Threat],
     config: dict[str, Any],
     progress: Progress | None = None,
+    save_to: Path | None = None,
 ) -> dict[str, Any]:
-    """Run every (chain, threat, norm, ε) unit and the checks; return the report document."""
+    """Run every (chain, threat, norm, ε) unit, escalate where black-box beats white-box, run the checks.
+
+    ``save_to``: a folder to write each group's final adversarials into (``--save-adversarials``).
+    """
     tick = progress or (lambda _msg: None)
     grid = runner.config.grid()
     clean: dict[str, np.ndarray] = {}
     chain_info: list[dict[str, Any]] = []
     rows: list[Row] = []
+    escalations: list[str] = []
+    saved = 0
     for name, chain in chains.items():
         tick(f"{name}: clean accuracy and latency")
         clean[name] = runner.clean(name, chain)
@@ -78,7 +96,8 @@ def evaluate(
                 "surrogate_kind": chain.surrogate_kind,
                 "latency_ms_per_image": runner.latency_ms(chain),
                 "clean_accuracy": float(c.mean()),
-                "clean_ci95": list(wilson(int(c.sum()), c.size)),
+                "clean_strict_accuracy": float((c == 1).mean()),
+                "clean_ci95": list(wilson(round(float(c.sum())), c.size)),
             }
         )
         for norm, eps in grid:
@@ -86,20 +105,147 @@ def evaluate(
             for threat in threats:
                 tick(f"{name}: {threat.name} {norm} eps={eps}")
                 group.append(runner.unit(name, chain, threat, norm, eps, c))
+            if runner.config.escalate:
+                extra = _escalate(runner, name, chain, norm, eps, c, group, tick)
+                if extra is not None:
+                    escalations.append(f"{name} {norm} eps={eps}")
+                    group.append(extra)
+            final = worst_case(runner, chain, group) if len(group) > 1 else group[0]
+            if save_to is not None:
+                final.verdict = {**final.verdict, "adversarials": save_adversarials(save_to, saved, final)}
+                saved += 1
             rows.extend(group)
             if len(group) > 1:
-                rows.append(worst_case(group))
-    checks = []
-    for name in chains:
-        tick(f"{name}: checks")
+                rows.append(final)
+    tick("checks")
     checks = run_checks(runner, chains, clean, [r for r in rows if r.threat != "worst-case"], threats)
     return {
         "schema": SCHEMA,
-        "config": config,
+        "config": {
+            **config,
+            "eps_levels": {str(e): int(np.floor(255 * e + 1e-6)) for e in runner.config.eps},
+        },
+        "evaluation": "smoke run (--fast): NOT an evaluation" if runner.config.smoke else "evaluation",
         "environment": environment(config.get("device", "cpu")),
         "model": runner.model.card.to_dict(),
         "chains": chain_info,
+        "escalations": escalations,
         "checks": [asdict(c) for c in checks],
         "all_checks_passed": all(c.passed for c in checks),
         "results": [r.to_dict() for r in rows],
     }
+
+
+def _escalate(
+    runner: Runner,
+    name: str,
+    chain: Transform,
+    norm: str,
+    eps: float,
+    clean: np.ndarray,
+    group: list[Row],
+    tick: Progress,
+) -> Row | None:
+    """When a black-box threat beats every white-box one, attack again from its adversarials.
+
+    White-box APGD-CE and PGD start from the black-box row's selected candidates, with both gradient
+    estimators, twice the EOT draws and twice the restarts; the result is a row of its own.
+    """
+    white = [r for r in group if THREATS.get(r.threat, ESCALATION).whitebox]
+    black = [r for r in group if not THREATS.get(r.threat, ESCALATION).whitebox]
+    if not white or not black:
+        return None
+    worst_black = min(black, key=lambda r: r.robust_accuracy)
+    best_white = worst_case(runner, chain, white, threat="white-box") if len(white) > 1 else white[0]
+    if not whitebox_gap(best_white, worst_black).failed:
+        return None
+    tick(f"{name}: escalation from {worst_black.threat} {norm} eps={eps}")
+    return runner.unit(name, chain, ESCALATION, norm, eps, clean, ["apgd-ce", "pgd"], start=worst_black)
+
+
+@dataclass
+class Data:
+    """The examples to evaluate: uint8 NHWC images, labels, and their indices in the data set."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray | None = None
+    name: str = "data"
+
+
+@dataclass
+class Options:
+    """How to run beyond :class:`EvalConfig`: threats, source model, oracle, output folder, description."""
+
+    threats: list[str] = field(default_factory=lambda: ["all"])
+    model_ref: str = "model"
+    source: Classifier | None = None
+    source_ref: str | None = None
+    oracle_factory: OracleFactory | None = None
+    oracle: str = "a local oracle (in-process serving path, same output-policy semantics)"
+    out: Path | None = None
+    save_adversarials: bool = False
+    device: str = "cpu"
+
+
+def run_evaluation(
+    model: Classifier,
+    chains: dict[str, Transform],
+    data: Data,
+    config: EvalConfig | None = None,
+    options: Options | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``chains`` in front of ``model`` on ``data``: the same report document the CLI writes.
+
+    With ``options.out`` the cache lives in ``out/cache`` and ``--save-adversarials`` files in
+    ``out/adversarials``; the caller writes the report files (:func:`fencebox.harness.report.write_report`).
+    """
+    cfg = config or EvalConfig()
+    opt = options or Options()
+    threats = parse_threats(opt.threats)
+    runner = Runner(
+        model,
+        data.images,
+        data.labels,
+        cfg,
+        model_ref=opt.model_ref,
+        source=opt.source,
+        source_ref=opt.source_ref,
+        cache_dir=None if opt.out is None else opt.out / "cache",
+        oracle_factory=opt.oracle_factory,
+        indices=data.indices,
+    )
+    doc_config = {
+        "model": opt.model_ref,
+        "data": data.name,
+        "n": len(data.images),
+        "index": runner.indices.tolist(),
+        "chains": list(chains),
+        "chain_specs": {k: str(v) for k, v in chains.items()},
+        "threats": [t.name for t in threats],
+        "attacks": cfg.attacks,
+        "eps": cfg.eps,
+        "eps_l2": cfg.eps_l2,
+        "steps": cfg.steps,
+        "restarts": cfg.restarts,
+        "eot": cfg.eot,
+        "queries": cfg.queries,
+        "seed": cfg.seed,
+        "select_draws": cfg.select_draws,
+        "score_draws": cfg.score_draws,
+        "device": opt.device,
+        "source": opt.source_ref or opt.model_ref,
+        "oracle": opt.oracle,
+        "check_n": cfg.check_n,
+        "check_eps": cfg.large_eps(),
+        "batch": cfg.batch,
+        "smoke": cfg.smoke,
+    }
+    save_to = opt.out / "adversarials" if (opt.save_adversarials and opt.out is not None) else None
+    return evaluate(runner, chains, threats, doc_config, progress, save_to)
+
+
+def count_units(chains: dict[str, Transform], threats: list[Threat], grid: list[tuple[str, float]]) -> int:
+    """How many progress steps :func:`evaluate` reports (units, one clean step per chain, the checks)."""
+    return len(chains) * (len(threats) * len(grid) + 1) + 1

@@ -47,9 +47,8 @@ def apply_policy(
 ) -> OracleAnswer:
     """Reduce model outputs to what an output policy exposes (:func:`fencebox.policy.expose`, as the service does)."""
     shown = expose(out, policy, kind, k, decimals)
+    # the float32 values the service sends (V2 FP32 tensors), widened exactly as the HTTP oracle widens them
     scores = None if shown.scores is None else shown.scores.astype(np.float64)
-    if scores is not None and policy == "rounded":
-        scores = np.round(scores, decimals)  # the float64 values the REST route prints
     return OracleAnswer(shown.labels, scores, shown.topk)
 
 

@@ -22,12 +22,22 @@ THREAT_ORDER = (
     "bpda-eot",
     "blackbox-scores",
     "blackbox-label",
+    "escalation",
     "worst-case",
 )
 
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _robust(r: dict[str, Any]) -> str:
+    """Robust accuracy (mean over scoring draws), with the strict all-draws figure where it differs."""
+    text = _pct(r["robust_accuracy"])
+    strict = r.get("strict_accuracy")
+    if strict is not None and strict != r["robust_accuracy"]:
+        text += f" (all draws {_pct(strict)})"
+    return text
 
 
 def _ci(ci: list[float]) -> str:
@@ -75,18 +85,35 @@ def check_lines(doc: dict[str, Any]) -> list[str]:
 def to_markdown(doc: dict[str, Any]) -> str:
     """The Markdown report: configuration, checks, headline table, per-chain details, full table."""
     cfg = doc["config"]
+    smoke = [
+        "> **SMOKE RUN (--fast): small budgets, NOT an evaluation. Do not quote these numbers.**",
+        "",
+    ]
     lines = [
         f"# FenceBox robustness report: {cfg.get('model')}",
         "",
+        *(smoke if cfg.get("smoke") else []),
         f"Data `{cfg.get('data')}`, first n = {cfg.get('n')} examples; attacks {', '.join(cfg.get('attacks', []))}; "
         f"{cfg.get('steps')} steps, {cfg.get('restarts')} restart(s), EOT {cfg.get('eot')} draws for random chains; "
         f"black-box budget {cfg.get('queries')} queries per image through {cfg.get('oracle')}; seed {cfg.get('seed')}.",
-        "Robust = correct on the clean image and on every attack's uint8-quantised adversarial example (worst "
-        "case per example); 95% Wilson intervals in brackets.",
+        f"L-inf eps is floor(255 eps) grey levels ({cfg.get('eps_levels')}). Per example, the candidates of every "
+        f"attack and threat are ranked on {cfg.get('select_draws')} selection draws; the worst is scored on "
+        f"{cfg.get('score_draws')} fresh, independent draws (one draw for a deterministic chain). Robust accuracy = "
+        "mean fraction of scoring draws correct; 'all draws' = correct on every scoring draw; 95% Wilson intervals "
+        "in brackets.",
         "",
         "## Checks",
         "",
         *check_lines(doc),
+        *(
+            [
+                "",
+                "Escalated (black-box beat white-box; re-attacked from its adversarials): "
+                + ", ".join(doc["escalations"]),
+            ]
+            if doc.get("escalations")
+            else []
+        ),
         "",
         "## Chains",
         "",
@@ -111,20 +138,21 @@ def to_markdown(doc: dict[str, Any]) -> str:
                 by[r["chain"]][r["threat"]] = r
         for chain, cells in by.items():
             first = next(iter(cells.values()))
-            vals = [_pct(cells[t]["robust_accuracy"]) if t in cells else "-" for t in threats]
+            vals = [_robust(cells[t]) if t in cells else "-" for t in threats]
             lines.append(f"| {chain} | {_pct(first['clean_accuracy'])} | " + " | ".join(vals) + " |")
     lines += [
         "",
         "## All results",
         "",
-        "| chain | threat | norm | eps | n | clean | robust | 95% CI | broken by attack | queries | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| chain | threat | norm | eps | n | clean | robust | all draws | 95% CI | broken by attack | queries | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         broke = ", ".join(f"{a['name']} {a['broke']}/{a['attacked']}" for a in r["attacks"]) or "-"
         lines.append(
             f"| {r['chain']} | {r['threat']} | {r['norm']} | {r['eps']} | {r['n']} | {_pct(r['clean_accuracy'])} | "
-            f"{_pct(r['robust_accuracy'])} | {_ci(r['ci95'])} | {broke} | {_q(r['queries'])} | {r['seconds']:.1f} |"
+            f"{_pct(r['robust_accuracy'])} | {_pct(r.get('strict_accuracy'))} | {_ci(r['ci95'])} | {broke} | "
+            f"{_q(r['queries'])} | {r['seconds']:.1f} |"
         )
     env = doc["environment"]
     lines += ["", "## Environment", "", "```", json.dumps(env, indent=2), "```", ""]

@@ -5,9 +5,13 @@ deployed system (exact chain, fresh draw, uint8 input):
 
 - ``oblivious``: the attacker ignores the defence and attacks the bare model;
 - ``transfer``: crafted on a separate undefended source model (``--source``), then sent to the target;
-- ``bpda``: the defended model, identity backward through the chain, one draw per step;
-- ``eot``: the defended model with the chain's own surrogates backward, averaged over K draws;
-- ``bpda-eot``: identity backward, averaged over K draws (K >= 20 for random chains).
+- ``bpda``: the defended model, one draw per step;
+- ``eot``: the defended model, averaged over K draws (the chain's own surrogates);
+- ``bpda-eot``: the defended model, averaged over K draws (identity backward).
+
+Every defended white-box threat tries *both* gradient estimators (identity BPDA first, then the
+chain's surrogate) when the chain has a non-identity surrogate, and keeps the per-example worst, so
+``eot`` and ``bpda-eot`` run the same attacks (one cache entry; the names are kept for old commands).
 
 Black-box threats only query the deployed system through an oracle under an output policy:
 
@@ -52,6 +56,15 @@ THREATS: dict[str, Threat] = {
         Threat("blackbox-label", False, policy="label", description="HopSkipJump on labels only"),
     )
 }
+ESCALATION = Threat(
+    "escalation",
+    True,
+    gradient="bpda",
+    eot=True,
+    description="white-box from the black-box adversarials: both estimators, 2x EOT and restarts",
+)
+"""Run by the harness itself when a black-box threat beats every white-box one (never asked for)."""
+
 ALIASES: dict[str, tuple[str, ...]] = {
     "blackbox": ("blackbox-scores", "blackbox-label"),
     "adaptive": ("bpda", "eot", "bpda-eot"),
@@ -73,14 +86,26 @@ def parse_threats(names: list[str]) -> list[Threat]:
 
 
 def effective_gradient(threat: Threat, chain: Transform, eot_samples: int) -> tuple[str, int]:
-    """The gradient mode and EOT count a white-box threat really uses on ``chain``.
+    """The first gradient estimator and the EOT count a white-box threat really uses on ``chain``.
 
-    A chain whose surrogate is the identity makes ``eot`` and ``bpda-eot`` the same attack, and a
-    deterministic chain needs one draw, so equal configurations share one cache entry.
+    A chain whose surrogate is the identity has one estimator, and a deterministic chain needs one
+    draw, so equal configurations share one cache entry.
     """
     gradient = "bpda" if chain.surrogate_kind == "identity" else threat.gradient
     k = eot_samples if (threat.eot and chain.randomized) else 1
     return gradient, k
+
+
+def estimators(threat: Threat, chain: Transform) -> tuple[str, ...]:
+    """Every gradient estimator a white-box threat tries on ``chain`` (per-example worst is kept).
+
+    Undefended threats have the bare model's gradient only ("bpda" names it); defended threats try
+    identity BPDA and the chain's surrogate whenever they differ.
+    """
+    empty = len(getattr(chain, "children", [None])) == 0  # the empty chain: both are the identity
+    if not threat.defended or chain.surrogate_kind == "identity" or empty:
+        return ("bpda",)
+    return ("bpda", "surrogate")
 
 
 def attack_model(

@@ -17,8 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from fencebox.cli_core import print_error
-from fencebox.errors import FenceboxError
+from fencebox.cli_errors import exit_on_error
+from fencebox.errors import ConfigError
 
 console = Console()
 
@@ -36,11 +36,9 @@ def _config(model: str, data: str | None, overrides: dict[str, Any]) -> Any:
         return cfg
     if model in ARCHITECTURES:
         if data is None:
-            raise FenceboxError(
-                f"training architecture {model!r} needs --data (e.g. folder:PATH or npz:PATH)"
-            )
+            raise ConfigError(f"training architecture {model!r} needs --data (e.g. folder:PATH or npz:PATH)")
         return TrainConfig(name=given.pop("name", None) or model, arch=model, data=data, **given)
-    raise FenceboxError(
+    raise ConfigError(
         f"unknown model {model!r}: give a built-in recipe ({', '.join(RECIPES)}) or an architecture "
         f"({', '.join(sorted(ARCHITECTURES))})"
     )
@@ -100,12 +98,9 @@ def train_command(
         "device": device,
         "threads": threads,
     }
-    try:
+    with exit_on_error():
         cfg = _config(model, data, overrides)
         cfg.validate()
-    except FenceboxError as e:
-        print_error(e)
-        raise typer.Exit(code=2) from e
     what = f"[bold]{cfg.name}[/] ({cfg.arch}) on {cfg.data}"
     if cfg.adversarial:
         what += f", PGD eps={cfg.eps:g} x{cfg.steps}"
@@ -134,11 +129,8 @@ def train_command(
                 f"{eps_text}  {m.seconds:.1f} s"
             )
 
-        try:
+        with exit_on_error():
             result = train(cfg, on_epoch=on_epoch, on_batch=on_batch)
-        except FenceboxError as e:
-            print_error(e)
-            raise typer.Exit(code=2) from e
     path = save_model(result.module, result.card, out, cfg.name)
     scores = ", ".join(f"{k} {v:.4f}" for k, v in result.card.accuracy.items()) or "no test data"
     console.print(f"[green]done[/] in {result.seconds:.0f} s: {scores}")

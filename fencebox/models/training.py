@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fencebox.attacks.gradient import pgd
 from fencebox.errors import DataError, ModelError
 from fencebox.models.arch import build_arch
 from fencebox.models.augment import ChainLayer, random_hflip, random_shift
 from fencebox.models.base import ModelCard
 from fencebox.models.data import dataset_classes, load_dataset
-from fencebox.models.pgd import accuracy, pgd_linf
 from fencebox.models.torch_model import resolve_device
 from fencebox.torch_util import nhwc_uint8_to_nchw_float
 
@@ -176,6 +176,46 @@ def _tensors(x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[torch.
     return xt.to(device), torch.from_numpy(y.astype(np.int64)).to(device)
 
 
+LogitsFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def adversarial(
+    logits_fn: LogitsFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    steps: int,
+    alpha: float | None,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Madry et al.'s L∞ PGD examples for training and its scores: the shared :func:`~fencebox.attacks.gradient.pgd`.
+
+    Random start, every step run (no early stop), the highest-loss iterate kept; detached.
+    """
+    if eps <= 0 or steps < 1:
+        return x.detach().clone()
+    out = pgd(logits_fn, x.detach(), y, eps, "linf", steps, alpha, generator=generator, early_stop=False)
+    return out.x_adv.detach()
+
+
+def accuracy(
+    logits_fn: LogitsFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 500,
+    attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> float:
+    """Fraction of ``x`` classified as ``y``, optionally after ``attack(x_batch, y_batch)``, in batches."""
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        if attack is not None:
+            xb = attack(xb, yb)
+        with torch.no_grad():
+            correct += int((logits_fn(xb).argmax(1) == yb).sum())
+    return correct / max(1, len(x))
+
+
 def _epoch_eps(cfg: TrainConfig, progress: float) -> float:
     """Training epsilon after ``progress`` epochs (fractional): a linear warm-up, then ``cfg.eps``."""
     if cfg.eps_warmup <= 0:
@@ -248,7 +288,7 @@ def train(
                 if cfg.adversarial == "pgd":
                     eps_now = _epoch_eps(cfg, epoch + (b + 1) / batches)
                     alpha = None if cfg.alpha is None else cfg.alpha * eps_now / cfg.eps
-                    xb = pgd_linf(forward, xb, yb, eps_now, cfg.steps, alpha, generator=gen)
+                    xb = adversarial(forward, xb, yb, eps_now, cfg.steps, alpha, gen)
                 out = forward(xb)
                 loss = F.cross_entropy(out, yb)
                 opt.zero_grad(set_to_none=True)
@@ -290,7 +330,7 @@ def _final_scores(
         key = f"pgd{cfg.eval_steps}_linf_eps{cfg.eps:g}"
 
         def attack(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-            return pgd_linf(forward, xb, yb, cfg.eps, cfg.eval_steps, cfg.eval_alpha, generator=gen)
+            return adversarial(forward, xb, yb, cfg.eps, cfg.eval_steps, cfg.eval_alpha, gen)
 
         scores[key] = round(accuracy(forward, *test, attack=attack), 4)
     return scores

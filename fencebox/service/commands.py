@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fencebox.errors import FenceboxError
+from fencebox.cli_errors import exit_on_error
 
 
 def serve(
@@ -21,11 +21,8 @@ def serve(
 
     from fencebox.service import create_app, load_settings
 
-    try:
+    with exit_on_error():
         settings = load_settings(config, host=host, port=port)
-    except FenceboxError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
 

@@ -1,4 +1,4 @@
-"""Perturbation geometry shared by every attack: norms, projection onto the ε-ball, uint8 quantisation.
+"""Perturbation geometry shared by every attack (training and harness): norms, projection onto the ε-ball, uint8 quantisation.
 
 All images are float ``(N, C, H, W)`` tensors in [0, 1]; ε is on the same [0, 1] pixel scale.  The
 harness judges uint8 images, so :func:`quantise_within` rounds an adversarial image to the 256 pixel
@@ -46,27 +46,41 @@ def eps_levels(eps: float) -> int:
     return math.floor(eps * 255.0 + 1e-6)
 
 
+def snap(x_adv: torch.Tensor, x0: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """The point of the uint8 lattice within budget nearest ``x_adv``: what a client can send, and the judge sees.
+
+    ``x0`` is the clean image (float NCHW, on the lattice).  L∞: the change is rounded to whole grey
+    levels and clipped to ``floor(255 ε)`` of them; L2: rounded to nearest and, if that leaves the ball,
+    rescaled onto it and truncated toward zero (which only shrinks every component).  Attacks evaluate
+    their iterates at this point, so nothing they find is undone by quantisation.
+    """
+    base = torch.round(x0.detach().double() * 255.0)
+    delta = torch.round(x_adv.detach().double() * 255.0) - base
+    if norm == "linf":
+        k = eps_levels(eps)
+        delta = delta.clamp(-k, k)
+    else:
+        limit = eps * 255.0
+        norms = flat_norm(delta, "l2")
+        scale = (limit / norms.clamp_min(1e-12)).clamp(max=1.0).view(-1, *([1] * (delta.dim() - 1)))
+        over = (norms > limit + 1e-9).view_as(scale)
+        delta = torch.where(over, torch.trunc(delta * scale), delta)
+    return ((base + delta).clamp(0.0, 255.0) / 255.0).to(x_adv.dtype)
+
+
+def budget(eps: float, norm: str) -> float:
+    """The radius attacks project onto: ``floor(255 ε) / 255`` for L∞ (whole grey levels), ε for L2."""
+    return eps_levels(eps) / 255.0 if norm == "linf" else eps
+
+
 def quantise_within(x0_u8: np.ndarray, x_adv: torch.Tensor, eps: float, norm: str) -> np.ndarray:
     """Round ``x_adv`` (float NCHW) to uint8 NHWC so that the perturbation from ``x0_u8`` stays within ε.
 
-    L∞: the per-pixel change is clipped to ``floor(255 ε)`` levels.  L2: rounded to nearest, and if
-    that leaves the ball the change is rescaled onto it and truncated toward zero, which only shrinks
-    every component.  The result is what the harness judges.
+    The uint8 form of :func:`snap`; the result is what the harness judges.
     """
-    base = x0_u8.astype(np.int32)
-    target = x_adv.detach().permute(0, 2, 3, 1).cpu().double().numpy() * 255.0
-    delta = np.rint(target - base)
-    if norm == "linf":
-        k = eps_levels(eps)
-        delta = np.clip(delta, -k, k)
-    else:
-        limit = eps * 255.0
-        norms = np.sqrt((delta.reshape(delta.shape[0], -1) ** 2).sum(1))
-        over = norms > limit + 1e-9
-        if over.any():
-            scale = (limit / np.maximum(norms[over], 1e-12)).reshape(-1, 1, 1, 1)
-            delta[over] = np.trunc(delta[over] * scale)
-    return np.clip(base + delta, 0, 255).astype(np.uint8)
+    x0 = torch.from_numpy(np.ascontiguousarray(x0_u8)).permute(0, 3, 1, 2).double() / 255.0
+    out = snap(x_adv.detach().cpu().double(), x0, eps, norm)
+    return np.rint(out.permute(0, 2, 3, 1).numpy() * 255.0).astype(np.uint8)
 
 
 def distance_u8(a: np.ndarray, b: np.ndarray, norm: str) -> np.ndarray:

@@ -1,9 +1,16 @@
-"""White-box gradient attacks, written here (torchattacks cannot be installed beside our torch).
+"""White-box gradient attacks, the one implementation training and the harness share.
+
+(torchattacks cannot be installed beside our torch.)
 
 Every attack takes ``model`` (any ``nn.Module``/callable mapping float NCHW in [0, 1] to logits, e.g. a
 :class:`~fencebox.harness.DefendedClassifier`), clean images ``x``, true labels ``y``, ε and a norm, and
 returns an :class:`AttackOutput`: per example the best point found (the first iterate the attacked
 model misclassifies, else the highest-loss iterate) and the number of gradient evaluations spent.
+
+``lattice=True`` (the harness): one budget.  The L∞ radius is ``floor(255 ε)`` whole grey levels, and
+every iterate is evaluated (loss, gradient, success) at its nearest uint8 point within that budget
+(:func:`~fencebox.attacks.geometry.snap`), so the candidate returned is exactly what the judge
+receives: nothing the attack found is undone by quantisation, and no success is thrown away.
 
 - :func:`fgsm`: one signed-gradient step (Goodfellow et al. 2015), L∞.
 - :func:`pgd`: projected gradient descent (Madry et al. 2018), L∞ or L2, random start, CE or the
@@ -23,8 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from fencebox.attacks.geometry import budget, check_norm, flat_norm, project, snap
 from fencebox.errors import InputError
-from fencebox.harness.geometry import check_norm, flat_norm, project
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -159,11 +166,17 @@ def _check(x: torch.Tensor, y: torch.Tensor, eps: float, norm: str) -> None:
         raise InputError(f"eps must be a finite number >= 0, got {eps}")
 
 
-def fgsm(model: Model, x: torch.Tensor, y: torch.Tensor, eps: float, loss: str = "ce") -> AttackOutput:
+def fgsm(
+    model: Model, x: torch.Tensor, y: torch.Tensor, eps: float, loss: str = "ce", lattice: bool = False
+) -> AttackOutput:
     """Fast gradient sign method: ``x + ε sign(∇ loss)``, clipped to [0, 1] (L∞ only)."""
     _check(x, y, eps, "linf")
+    r = budget(eps, "linf") if lattice else eps
     _, _, g = loss_and_grad(model, x, y, _loss_fn(loss))
-    return AttackOutput(project(x + eps * g.sign(), x, eps, "linf"), torch.ones(x.shape[0], dtype=torch.long))
+    out = project(x + r * g.sign(), x, r, "linf")
+    return AttackOutput(
+        snap(out, x, eps, "linf") if lattice else out, torch.ones(x.shape[0], dtype=torch.long)
+    )
 
 
 def pgd(
@@ -178,30 +191,47 @@ def pgd(
     random_init: bool = True,
     generator: torch.Generator | None = None,
     early_stop: bool = True,
+    lattice: bool = False,
+    start: torch.Tensor | None = None,
 ) -> AttackOutput:
     """Projected gradient ascent on ``loss`` within the ε-ball; step size 2.5 ε / steps unless given.
 
-    ``early_stop=False`` for random models: run every step and return the highest-loss iterate.
+    ``early_stop=False`` for random models (and adversarial training): run every step and return the
+    highest-loss iterate.  ``lattice``: evaluate iterates on the uint8 lattice (see the module
+    docstring).  ``start``: begin from these points (e.g. black-box adversarials) instead of a
+    random or the clean point.
     """
     _check(x, y, eps, norm)
     if steps < 1:
         raise InputError(f"steps must be >= 1, got {steps}")
+    if eps == 0:
+        return AttackOutput(x.detach().clone(), torch.zeros(x.shape[0], dtype=torch.long))
     fn = _loss_fn(loss)
+    r = budget(eps, norm) if lattice else eps
     alpha = step_size if step_size is not None else 2.5 * eps / steps
-    x_adv = random_start(x, eps, norm, generator) if random_init else x.clone()
-    best = _Best(x_adv, early_stop)
+    if start is not None:
+        x_adv = project(start.detach().clone(), x, r, norm)
+    else:
+        x_adv = random_start(x, r, norm, generator) if random_init else x.detach().clone()
+
+    def at(points: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        return snap(points, clean, eps, norm) if lattice else points
+
+    best = _Best(at(x_adv, x), early_stop)
     idx = torch.arange(x.shape[0], device=x.device)
     for _ in range(steps):
         if idx.numel() == 0:
             break
-        values, logits, g = loss_and_grad(model, x_adv[idx], y[idx], fn)
-        best.update(idx, x_adv[idx], values, logits, y[idx])
-        x_adv[idx] = project(x_adv[idx] + alpha * _normalise(g, norm), x[idx], eps, norm)
+        xe = at(x_adv[idx], x[idx])
+        values, logits, g = loss_and_grad(model, xe, y[idx], fn)
+        best.update(idx, xe, values, logits, y[idx])
+        x_adv[idx] = project(x_adv[idx] + alpha * _normalise(g, norm), x[idx], r, norm)
         idx = best.alive(idx)
     if idx.numel():
         with torch.no_grad():
-            logits = model(x_adv[idx])
-            best.update(idx, x_adv[idx], fn(logits, y[idx]), logits, y[idx])
+            xe = at(x_adv[idx], x[idx])
+            logits = model(xe)
+            best.update(idx, xe, fn(logits, y[idx]), logits, y[idx])
     return AttackOutput(best.x, best.queries)
 
 
@@ -225,26 +255,40 @@ def apgd(
     alpha: float = 0.75,
     generator: torch.Generator | None = None,
     early_stop: bool = True,
+    lattice: bool = False,
+    start: torch.Tensor | None = None,
 ) -> AttackOutput:
     """Auto-PGD with momentum and the checkpointed step-size schedule; CE (APGD-CE) or DLR (APGD-DLR).
 
     Per example; with ``early_stop`` an example leaves the run once the attacked model misclassifies
     it (its fooling iterate is kept), which does not change the trajectory of the others; without it
     (random models) every example runs every step and the highest-loss iterate is returned.
+    ``lattice`` and ``start`` as in :func:`pgd`.
     """
     _check(x, y, eps, norm)
     if steps < 2:
         raise InputError(f"APGD needs steps >= 2, got {steps}")
     fn = _loss_fn(loss)
     n = x.shape[0]
+    if eps == 0:
+        return AttackOutput(x.detach().clone(), torch.zeros(n, dtype=torch.long))
+    r = budget(eps, norm) if lattice else eps
     checkpoints = apgd_checkpoints(steps)
-    eta = torch.full((n,), 2.0 * eps, device=x.device, dtype=x.dtype)
+    eta = torch.full((n,), 2.0 * r, device=x.device, dtype=x.dtype)
 
-    x_k = random_start(x, eps, norm, generator)
+    def at(points: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        return snap(points, clean, eps, norm) if lattice else points
+
+    x_k = (
+        project(start.detach().clone(), x, r, norm)
+        if start is not None
+        else random_start(x, r, norm, generator)
+    )
     idx = torch.arange(n, device=x.device)
-    f_k, logits, g = loss_and_grad(model, x_k, y, fn)
-    best = _Best(x_k, early_stop)
-    best.update(idx, x_k, f_k, logits, y)
+    xe = at(x_k, x)
+    f_k, logits, g = loss_and_grad(model, xe, y, fn)
+    best = _Best(xe, early_stop)
+    best.update(idx, xe, f_k, logits, y)
     x_max, f_max, g_max = x_k.clone(), f_k.clone(), g.clone()
     x_prev = x_k.clone()
     improved = torch.zeros(n, device=x.device)  # steps with f(x_{k+1}) > f(x_k) since the last checkpoint
@@ -257,12 +301,13 @@ def apgd(
         if idx.numel() == 0:
             break
         xi, x0 = x_k[idx], x[idx]
-        z = project(xi + _bshape(eta[idx], xi) * _normalise(g[idx], norm), x0, eps, norm)
+        z = project(xi + _bshape(eta[idx], xi) * _normalise(g[idx], norm), x0, r, norm)
         a = 1.0 if k == 0 else alpha
-        x_new = project(xi + a * (z - xi) + (1.0 - a) * (xi - x_prev[idx]), x0, eps, norm)
+        x_new = project(xi + a * (z - xi) + (1.0 - a) * (xi - x_prev[idx]), x0, r, norm)
         x_prev[idx] = xi
-        f_new, logits, g_new = loss_and_grad(model, x_new, y[idx], fn)
-        best.update(idx, x_new, f_new, logits, y[idx])
+        xe = at(x_new, x0)
+        f_new, logits, g_new = loss_and_grad(model, xe, y[idx], fn)
+        best.update(idx, xe, f_new, logits, y[idx])
         improved[idx] += (f_new > f_k[idx]).to(improved.dtype)
         up = f_new > f_max[idx]
         sel = idx[up]
