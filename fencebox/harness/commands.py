@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import typer
+from typer import _click
+from typer.core import TyperCommand
 
 from fencebox.cli_errors import exit_on_error
 from fencebox.errors import ConfigError
@@ -123,6 +125,18 @@ def evaluate(
         "--route",
         help="with a service URL: CHAIN:POLICY=ROUTE mapping, e.g. fencebox-default:label=mnist",
     ),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        metavar="[ADDRESS]",
+        help="run the units as Ray tasks: '--ray' alone starts a local Ray, '--ray auto' joins this "
+        "machine's cluster, '--ray HOST:PORT' joins a cluster (pip install 'fencebox\\[ray]')",
+    ),
+    shard: int | None = typer.Option(
+        None,
+        "--shard",
+        help="examples per unit shard (default: all in one; 32 with --ray); same shards, same results",
+    ),
     batch: int = typer.Option(128, "--batch", help="attack batch size"),
     workers: int = typer.Option(1, "--workers", help="threads for the chain's exact apply"),
     threads: int = typer.Option(0, "--threads", help="torch threads (0: torch's default)"),
@@ -167,6 +181,7 @@ def build_config(a: dict[str, Any]) -> Any:
         batch=a.get("batch", 128),
         workers=a.get("workers", 1),
         escalate=not a.get("no_escalate", False),
+        shard=a.get("shard"),
     )
     cfg = EvalConfig.fast(**overrides) if a.get("fast") else EvalConfig(**overrides)
     cfg.validate()
@@ -253,12 +268,14 @@ def _evaluate(a: dict[str, Any]) -> None:
             out=out,
             save_adversarials=a["save_adversarials"],
             device=a["device"],
+            ray=a["ray"],
         )
         data = Data(images, labels, indices, a["data"])
         total = count_units(chains, threats, config.grid())
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task("starting", total=total)
+            options.on_total = lambda n: progress.update(task, total=n)
             first = [True]
 
             def tick(msg: str) -> None:
@@ -303,7 +320,20 @@ def replay(
             raise typer.Exit(1)
 
 
+class OptionalRayAddress(TyperCommand):
+    """``evaluate`` with ``--ray``'s address optional: a bare ``--ray`` means ``--ray local``."""
+
+    def parse_args(self, ctx: _click.Context, args: list[str]) -> list[str]:
+        """Insert ``local`` after a ``--ray`` that ends the line or is followed by another option."""
+        out: list[str] = []
+        for i, arg in enumerate(args):
+            out.append(arg)
+            if arg == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+                out.append("local")
+        return super().parse_args(ctx, out)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``evaluate`` and ``replay`` to the fencebox command line."""
-    app.command("evaluate")(evaluate)
+    app.command("evaluate", cls=OptionalRayAddress)(evaluate)
     app.command("replay")(replay)
