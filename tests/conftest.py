@@ -47,5 +47,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         reason="Ray tests run only in a loopback-only network namespace: run scripts/run_ray_tests.sh as root"
     )
     for item in items:
-        if "ray" in item.keywords:
+        if item.get_closest_marker("ray") is not None:
             item.add_marker(skip)
