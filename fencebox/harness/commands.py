@@ -275,7 +275,14 @@ def _evaluate(a: dict[str, Any]) -> None:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task("starting", total=total)
-            options.on_total = lambda n: progress.update(task, total=n)
+            totals = [total]
+
+            def set_total(n: int) -> None:
+                """A Ray run knows its step count once its units are planned (and escalations added)."""
+                totals[0] = n
+                progress.update(task, total=n)
+
+            options.on_total = set_total
             first = [True]
 
             def tick(msg: str) -> None:
@@ -286,7 +293,7 @@ def _evaluate(a: dict[str, Any]) -> None:
                 progress.update(task, description=msg)
 
             doc = run_evaluation(target, chains, data, config, options, tick)
-            progress.update(task, completed=total, description="done")
+            progress.update(task, completed=totals[0], description="done")
     paths = write_report(doc, out)
     for c in doc["checks"]:
         if not c["passed"]:
