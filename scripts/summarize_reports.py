@@ -1,7 +1,9 @@
-"""Print the robust-accuracy summary tables of committed reports (reports/*/report.json) as Markdown.
+"""Print the robust-accuracy summary tables of reports (reports/*/report.json) as Markdown.
 
 Used to write reports/README.md and the README's summary from the numbers the CLI measured:
-``.venv/bin/python scripts/summarize_reports.py reports/mnist reports/mnist-adv``.
+``python scripts/summarize_reports.py reports/mnist reports/mnist-adv``.  Each cell is the robust
+accuracy (mean over the scoring draws of each example's selected worst candidate); for random chains
+the strict figure (correct on every scoring draw) follows in parentheses where it differs.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from fencebox.harness.report import THREAT_ORDER as THREATS
 
@@ -17,33 +20,46 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
+def _cell(r: dict[str, Any], threat: str) -> str:
+    text = _pct(r["robust_accuracy"])
+    strict = r.get("strict_accuracy")
+    if strict is not None and round(100 * strict) != round(100 * r["robust_accuracy"]):
+        text += f" ({_pct(strict)} all draws)"
+    q = r.get("queries") or {}
+    if threat.startswith("blackbox") and q.get("median_to_success") is not None:
+        text += f" ({q['median_to_success']:.0f} q)"
+    if threat == "worst-case":
+        lo, hi = r["ci95"]
+        text += f" [{100 * lo:.0f}, {100 * hi:.0f}]"
+    return text
+
+
 def summarize(folder: Path) -> str:
     """One Markdown table: a row per chain and eps, a column per threat, black-box median queries."""
     report = json.loads((folder / "report.json").read_text())
-    rows: dict[tuple[str, float], dict[str, dict]] = {}
+    cfg = report["config"]
+    rows: dict[tuple[str, float], dict[str, dict[str, Any]]] = {}
     for r in report["results"]:
         rows.setdefault((r["chain"], r["eps"]), {})[r["threat"]] = r
-    head = ["chain", "clean", "eps", *THREATS]
-    lines = [f"### {report['config']['model']} (n = {report['config']['n']})", ""]
+    present = [t for t in THREATS if any(t in by for by in rows.values())]
+    head = ["chain", "clean", "eps", *present]
+    title = f"### {cfg['model']} (n = {cfg['n']})"
+    if report.get("evaluation", "").startswith("smoke") or cfg.get("smoke"):
+        title += " — SMOKE RUN, NOT AN EVALUATION"
+    budget = (
+        f"{cfg.get('steps')} steps, {cfg.get('restarts')} restart(s), EOT {cfg.get('eot')}, "
+        f"{cfg.get('queries')} queries; {cfg.get('select_draws')} selection / {cfg.get('score_draws')} scoring draws"
+    )
+    lines = [title, "", budget, ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (chain, eps), by in rows.items():
         cells = [chain, _pct(next(iter(by.values()))["clean_accuracy"]), f"{eps:g}"]
-        for t in THREATS:
-            r = by.get(t)
-            if r is None:
-                cells.append("-")
-                continue
-            text = _pct(r["robust_accuracy"])
-            q = r.get("queries") or {}
-            if t.startswith("blackbox") and q.get("median_to_success") is not None:
-                text += f" ({q['median_to_success']:.0f} q)"
-            if t == "worst-case":
-                lo, hi = r["ci95"]
-                text += f" [{100 * lo:.0f}, {100 * hi:.0f}]"
-            cells.append(text)
+        cells += [_cell(by[t], t) if t in by else "-" for t in present]
         lines.append("| " + " | ".join(cells) + " |")
     failed = [c for c in report["checks"] if not c["passed"]]
     lines.append("")
+    if report.get("escalations"):
+        lines.append("Escalated (black-box beat white-box): " + ", ".join(report["escalations"]) + ".")
     lines.append(
         f"Checks: {len(report['checks']) - len(failed)} of {len(report['checks'])} pass"
         + "".join(f"; **FAIL `{c['name']}`**: {c['detail'][:300]}" for c in failed)

@@ -183,6 +183,11 @@ def build_config(a: dict[str, Any]) -> Any:
         escalate=not a.get("no_escalate", False),
         shard=a.get("shard"),
     )
+    if a.get("fast") and a.get("strong"):
+        raise ConfigError("--fast and --strong contradict each other; the defaults are already strong")
+    if a.get("strong"):  # old spelling: at least 100 steps and 5 restarts
+        overrides["steps"] = max(overrides.get("steps", 100), 100)
+        overrides["restarts"] = max(overrides.get("restarts", 5), 5)
     cfg = EvalConfig.fast(**overrides) if a.get("fast") else EvalConfig(**overrides)
     cfg.validate()
     return cfg

@@ -1,0 +1,72 @@
+"""The evaluate command: one error path (exit 2, message on stderr) and no advice the user already took."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from typer.testing import CliRunner
+
+from fencebox.cli import app
+from tests.test_harness_toy import toy_data, toy_model
+
+
+def _args(tmp_path: Path, select: str) -> list[str]:
+    path = tmp_path / "toy.pt"
+    torch.jit.save(torch.jit.script(toy_model().net), str(path))
+    images, labels = toy_data(200)
+    order = np.argsort(labels, kind="stable")[:8]  # sorted by class: the first 8 are all one class
+    np.savez(tmp_path / "sorted.npz", x=images[order], y=labels[order])
+    return [
+        "evaluate",
+        "--model",
+        f"torchscript:{path}?shape=28x28x1",
+        "--data",
+        f"npz:{tmp_path / 'sorted.npz'}",
+        "-n",
+        "4",
+        "--select",
+        select,
+        "--chains",
+        "none",
+        "--threat",
+        "blackbox-label",
+        "--service",
+        "http://127.0.0.1:9",  # no --route: a configuration mistake found once the attacks start
+        "--fast",
+        "--out",
+        str(tmp_path / f"out-{select}"),
+    ]
+
+
+def test_the_select_hint_is_only_given_when_not_already_followed(tmp_path: Path) -> None:
+    for select, hinted in (("first", True), ("spread", False)):
+        res = CliRunner().invoke(app, _args(tmp_path, select))
+        assert res.exit_code == 2, res.output
+        assert "error:" in res.output and "no service route" in res.output
+        assert "cover only" in res.output
+        assert ("try --select spread" in res.output) is hinted
+
+
+def test_defaults_are_an_evaluation_and_fast_is_marked_a_smoke_run() -> None:
+    import pytest
+
+    from fencebox.errors import ConfigError
+    from fencebox.harness.commands import build_config
+
+    full = build_config({"eps": "0.1"})
+    assert (full.attacks, full.steps, full.restarts, full.eot, full.check_n) == (
+        ["apgd-ce", "apgd-dlr", "pgd"],
+        100,
+        5,
+        20,
+        100,
+    )
+    assert not full.smoke and full.score_draws == 20
+    fast = build_config({"eps": "0.1", "fast": True, "steps": 7})
+    assert fast.smoke and fast.steps == 7 and fast.restarts == 1
+    old = build_config({"eps": "0.1", "strong": True, "steps": 20})
+    assert (old.steps, old.restarts) == (100, 5)
+    with pytest.raises(ConfigError, match="contradict"):
+        build_config({"eps": "0.1", "strong": True, "fast": True})
