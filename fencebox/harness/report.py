@@ -1,7 +1,7 @@
 """Write an evaluation's report: report.json (machines), report.md (tables), report.html (plots).
 
 The HTML page is self-contained: matplotlib figures are embedded as base64 PNG.  Failed checks are
-shown first, loudly, in both human-readable reports.
+shown first, loudly, in both human-readable reports (before the plots in the HTML page).
 """
 
 from __future__ import annotations
@@ -221,18 +221,31 @@ def plots(doc: dict[str, Any]) -> dict[str, str]:
 
     worst = [r for r in rows if r["threat"] == "worst-case"] or rows
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for chain in chains:
+    # Chains often share a point (e.g. 0% robust): a legend instead of labels beside the points, and
+    # shrinking distinct markers, keep every chain readable where the labels used to overlap.
+    markers = "osD^vPX*<>"
+    for i, chain in enumerate(chains):
         mine = [r for r in worst if r["chain"] == chain]
         if mine:
             top = max(mine, key=lambda r: (r["norm"] == "linf", r["eps"]))
-            ax.scatter(top["clean_accuracy"], top["robust_accuracy"], s=40)
-            ax.annotate(chain, (top["clean_accuracy"], top["robust_accuracy"]), fontsize=8)
+            size = 30 + 90 * (len(chains) - 1 - i) / max(1, len(chains) - 1)
+            ax.scatter(
+                top["clean_accuracy"],
+                top["robust_accuracy"],
+                s=size,
+                marker=markers[i % len(markers)],
+                facecolors="none",
+                edgecolors=f"C{i % 10}",
+                linewidths=1.5,
+                label=chain[:60],
+            )
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
     ax.set_xlabel("clean accuracy")
     ax.set_ylabel("worst-case robust accuracy (largest eps)")
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Clean vs robust accuracy")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2, fontsize=8, frameon=False)
     out["clean_vs_robust"] = _png(fig)
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -307,7 +320,12 @@ def to_html(doc: dict[str, Any]) -> str:
         ".fail{background:#fdd;font-weight:bold}.banner{background:#c00;color:#fff;padding:1em;font-weight:bold}"
         "img{max-width:100%}"
     )
-    body = "".join(sections[:1]) + "<h2>Plots</h2>" + figs + "".join(sections[1:])
+    # The checks come first (a failed check says how far to trust everything below), then the plots.
+    after_checks = next(
+        (i for i, x in enumerate(sections) if x.startswith("<h2>") and i > 1 and "Checks" not in x),
+        len(sections),
+    )
+    body = "".join(sections[:after_checks]) + "<h2>Plots</h2>" + figs + "".join(sections[after_checks:])
     return f"<!doctype html><html><head><meta charset='utf-8'><title>FenceBox report</title><style>{style}</style></head><body>{body}</body></html>"
 
 

@@ -11,6 +11,8 @@ from fastapi import FastAPI
 import fencebox
 from fencebox.service.errors import install_handlers
 from fencebox.service.metrics import Metrics, TimingMiddleware
+from fencebox.service.routes_ui import pages as ui_pages
+from fencebox.service.routes_ui import router as ui_router
 from fencebox.service.routes_v1 import router as v1_router
 from fencebox.service.routes_v2 import router as v2_router
 from fencebox.service.runtime import Runtime
@@ -46,5 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     app.include_router(v1_router)
     app.include_router(v2_router)
+    app.include_router(ui_router)
+    app.include_router(ui_pages)
     app.add_middleware(TimingMiddleware, metrics=metrics)
     return app

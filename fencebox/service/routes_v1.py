@@ -13,6 +13,7 @@ from fencebox.service.bodies import IMAGE_BODY_OPENAPI, read_image_bytes
 from fencebox.service.common import ERROR_RESPONSES, runtime_of, with_deadline
 from fencebox.service.metrics import record_stage
 from fencebox.service.policy import rest_answers
+from fencebox.service.routes_ui import purify_stages, refuse_seed_without_stages, seed_query
 from fencebox.service.runtime import Route, Runtime
 from fencebox.transforms.base import Transform
 
@@ -67,8 +68,18 @@ async def purify(
     ),
     chain: str | None = Query(None, max_length=2000, description="chain override, where the route allows it"),
     format: Literal["png", "jpeg", "webp", "bmp", "tiff"] = Query("png", description="output image format"),
+    stages: bool = Query(
+        False, description="answer JSON: every stage's image and time, and the model's answer"
+    ),
+    seed: int | None = seed_query(),
 ) -> Response:
-    """Return the purified image; the header ``X-Fencebox-Chain`` echoes the chain that ran."""
+    """Return the purified image; the header ``X-Fencebox-Chain`` echoes the chain that ran.
+
+    With ``stages=true`` the answer is JSON instead (see :func:`~fencebox.service.routes_ui.purify_stages`).
+    """
+    if stages:
+        return await purify_stages(request, model, chain, seed)
+    refuse_seed_without_stages(seed)
     rt, route, chosen, data = await _admit(request, model, chain)
     body, media, t_dec, t_chain, t_enc = await with_deadline(
         route, rt.run(route.purify_image, data, chosen, format)

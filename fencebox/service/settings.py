@@ -176,6 +176,9 @@ class Settings(BaseSettings):
         default=1, ge=1, description="torch intra-op threads while serving (null: torch's default)"
     )
     log_level: str = "info"
+    reports_dir: Path | None = Field(
+        default=None, description="folder of evaluation reports the /ui/reports page may open by name"
+    )
 
     @model_validator(mode="after")
     def _check_routes(self) -> Settings:

@@ -15,6 +15,9 @@ import numpy as np
 from fencebox.errors import InputError
 from fencebox.transforms.base import Param, Params, Shape, Transform, per_image
 
+_IMREAD_RGB: int | None = getattr(cv2, "IMREAD_COLOR_RGB", None)
+"""OpenCV >= 4.11 decodes colour straight to RGB; older releases decode BGR and we swap the channels."""
+
 
 def codec_roundtrip(image: np.ndarray, owner: str, ext: str, flags: list[int], max_side: int) -> np.ndarray:
     """Encode one uint8 (H, W, C) image as ``ext`` with OpenCV ``flags`` in memory and decode it back.
@@ -28,13 +31,16 @@ def codec_roundtrip(image: np.ndarray, owner: str, ext: str, flags: list[int], m
     if c == 1:
         src, mode = image[:, :, 0], cv2.IMREAD_GRAYSCALE
     else:
-        src, mode = cv2.cvtColor(image, cv2.COLOR_RGB2BGR), cv2.IMREAD_COLOR_RGB
+        src = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        mode = cv2.IMREAD_COLOR if _IMREAD_RGB is None else _IMREAD_RGB
     ok, buf = cv2.imencode(ext, src, flags)
     if not ok:  # pragma: no cover - the codec accepts every uint8 image within max_side
         raise InputError(f"{owner}: OpenCV could not encode a {h}x{w}x{c} image")
     out = cv2.imdecode(buf, mode)
     if out is None:  # pragma: no cover - the codec decodes what it just encoded
         raise InputError(f"{owner}: OpenCV could not decode its own {h}x{w}x{c} encoding")
+    if c == 3 and _IMREAD_RGB is None:
+        out = cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
     return out.reshape(h, w, c)
 
 

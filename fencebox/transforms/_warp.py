@@ -1,6 +1,17 @@
-"""Shared machinery of the geometric transforms: one sampling grid, two samplers that agree.
+"""Shared machinery of the geometric transforms: specialised kernels, and one sampling grid with two samplers.
 
-Every geometric transform here is a resampling: for each output pixel it names a source position
+Rigid transforms use OpenCV's specialised kernel in ``apply`` and the same sampling convention in
+``surrogate`` (half-pixel centres, bilinear, no antialiasing, edges clamped):
+
+- a resize is ``cv2.resize(INTER_LINEAR)`` against ``torch.nn.functional.interpolate(mode="bilinear",
+  align_corners=False, antialias=False)`` (:func:`resize_linear`, :func:`interpolate_linear`);
+- an affine map is ``cv2.warpAffine`` against ``grid_sample`` on the positions warpAffine samples
+  (:func:`affine_positions`): the matrix applied in float on OpenCV 5, and OpenCV 4's fixed-point
+  positions (1/32 pixel, rounded as ``imgwarp.cpp`` rounds them) where warpAffine still works that way.
+
+Both pairs agree within 1 grey level (the uint8 rounding of the result).
+
+The non-rigid transforms (grid distortion, elastic) are a general resampling: for each output pixel it names a source position
 (``map_x``, ``map_y`` in pixel units, pixel centres at integers).  The grid is computed once, in
 NumPy, from the per-image params; ``apply`` samples it with ``cv2.remap`` (bilinear) on uint8, and
 ``surrogate`` samples the *same* grid with ``torch.nn.functional.grid_sample`` (bilinear,
@@ -17,6 +28,7 @@ coordinates in NumPy first, see :func:`fold_reflect`) or ``"constant"`` (zeros o
 
 from __future__ import annotations
 
+from functools import cache
 from typing import TYPE_CHECKING, Literal
 
 import cv2
@@ -33,9 +45,6 @@ Grid = tuple[np.ndarray, np.ndarray]
 
 SUBPIXEL = 32
 """Sub-pixel resolution of the grid: OpenCV's INTER_TAB_SIZE."""
-
-OUTSIDE = -4.0
-"""A source coordinate far enough outside the image that bilinear sampling with zero border gives 0."""
 
 _CV_BORDER = {"replicate": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}
 _TORCH_PADDING = {"replicate": "border", "constant": "zeros"}
@@ -74,18 +83,65 @@ def fold_reflect(coords: np.ndarray, size: int) -> np.ndarray:
     return c
 
 
-def resize_axis(out_len: int, start: float, src_start: float, src_len: int, scaled_len: int) -> np.ndarray:
-    """Source coordinates along one axis for a bilinear resize of ``src_len`` pixels to ``scaled_len``.
+def resize_linear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize (half-pixel centres, clamped edges, no antialiasing) of one (H, W, C) uint8 image.
 
-    Output pixels ``start .. start + scaled_len - 1`` (of ``out_len``) map into source pixels
-    ``src_start .. src_start + src_len - 1`` with half-pixel centres, clamped at the source edges:
-    the convention of ``cv2.resize`` and ``torch.nn.functional.interpolate(align_corners=False)``.
-    Output pixels outside the placed run get :data:`OUTSIDE`.
+    ``cv2.resize`` with ``INTER_LINEAR``; ``image`` may be a strided view (a crop).  The result is
+    (height, width, C), also for C = 1 (which OpenCV would return without its channel axis).
     """
-    x = np.arange(out_len, dtype=np.float64) - start
-    src = (x + 0.5) * (src_len / scaled_len) - 0.5
-    src = src_start + np.clip(src, 0.0, src_len - 1.0)
-    return np.where((x >= 0) & (x < scaled_len), src, OUTSIDE)
+    out = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return out.reshape(height, width, image.shape[2])
+
+
+def interpolate_linear(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The torch twin of :func:`resize_linear` on (N, C, H, W): the same sampling positions and weights."""
+    import torch.nn.functional as F
+
+    if (int(x.shape[-2]), int(x.shape[-1])) == (height, width):
+        return x
+    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
+
+
+@cache
+def warp_affine_samples_float() -> bool:
+    """Whether ``cv2.warpAffine`` samples at float positions (OpenCV 5) or on OpenCV 4's 1/32 grid.
+
+    Probed once: a shift by 0.01 pixel of a black-to-white step moves the first value by 2.55 levels
+    in float, and not at all on the fixed-point path (0.01 pixel rounds to 0/32).
+    """
+    step = np.array([[0, 255], [0, 255]], dtype=np.uint8)
+    shift = np.array([[1.0, 0.0, 0.01], [0.0, 1.0, 0.0]])
+    out = cv2.warpAffine(step, shift, (2, 2), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    return int(out[0, 0]) != 0
+
+
+AFFINE_BITS = 10
+"""OpenCV 4's fixed-point precision of affine positions (``AB_BITS`` in imgwarp.cpp)."""
+
+
+def affine_positions(matrix: np.ndarray, out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The source position ``matrix @ (x, y, 1)`` of every output pixel, as ``cv2.warpAffine`` samples it.
+
+    Float64 ``(H, W)`` maps.  On OpenCV 5 these are the exact positions.  On OpenCV 4 warpAffine
+    computes them in fixed point: ``round(M[0, 0] x 2^10)`` plus ``round((M[0, 1] y + M[0, 2]) 2^10)``
+    plus half a 1/32 step, shifted down to 1/32 pixel (and the same for y); that is reproduced here
+    so that the surrogate samples the same positions on either version.
+    """
+    oh, ow = out_hw
+    m = np.asarray(matrix, dtype=np.float64)
+    xs = np.arange(ow, dtype=np.float64)[None, :]
+    ys = np.arange(oh, dtype=np.float64)[:, None]
+    if warp_affine_samples_float():
+        return m[0, 0] * xs + m[0, 1] * ys + m[0, 2], m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
+    scale = float(1 << AFFINE_BITS)
+    half_step = (1 << AFFINE_BITS) // SUBPIXEL // 2
+    shift = AFFINE_BITS - 5  # down to 1/32 pixel (INTER_BITS = 5)
+    out = []
+    for row in (0, 1):
+        across = np.rint(m[row, 0] * xs * scale).astype(np.int64)
+        down = np.rint((m[row, 1] * ys + m[row, 2]) * scale).astype(np.int64) + half_step
+        out.append(((across + down) >> shift) / float(SUBPIXEL))
+    return out[0], out[1]
 
 
 def separable_grid(xs: np.ndarray, ys: np.ndarray) -> Grid:
@@ -120,6 +176,12 @@ class WarpTransform(Transform):
         out = self.output_shape(shape)
         return (shape[1], shape[2]), (out[1], out[2])
 
+    def _check_nchw(self, x: torch.Tensor) -> tuple[int, ...]:
+        """The shape of a surrogate input, which must be (N, C, H, W)."""
+        if x.ndim != 4:
+            raise InputError(f"{self.name}: surrogate expects (N, C, H, W), got shape {tuple(x.shape)}")
+        return tuple(int(s) for s in x.shape)
+
     def apply(self, images: np.ndarray, params: Params) -> np.ndarray:
         """Resample every image with ``cv2.remap`` (bilinear) on the grid its params define."""
         check_batch(images, self.min_size, self.name)
@@ -145,9 +207,7 @@ class WarpTransform(Transform):
         import torch
         import torch.nn.functional as F
 
-        if x.ndim != 4:
-            raise InputError(f"{self.name}: surrogate expects (N, C, H, W), got shape {tuple(x.shape)}")
-        n, c, h, w = (int(s) for s in x.shape)
+        n, c, h, w = self._check_nchw(x)
         in_hw, out_hw = self._shapes((n, h, w, c), params)
         grids = np.empty((n, *out_hw, 2), dtype=np.float64)
         for i in range(n):

@@ -23,6 +23,7 @@ from fencebox.errors import SpecError
 from fencebox.registry import register
 from fencebox.transforms._dct import (
     BLOCK,
+    SURROGATE_ROUNDING,
     clamp_ste,
     dct_quantise_np,
     dct_quantise_torch,
@@ -95,7 +96,7 @@ class FeatureDistillation(Transform):
         return y.astype(np.uint8)
 
     def surrogate(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        """The same ops in torch with straight-through rounding and clamping (equal up to float rounding ties)."""
+        """The same ops in torch: exact rounding forward with a cubic gradient (:data:`SURROGATE_ROUNDING`)."""
         import torch
 
         v = x * 255.0
@@ -103,7 +104,7 @@ class FeatureDistillation(Transform):
         if ycc:
             v = rgb_to_ycbcr_torch(v)
         table = torch.as_tensor(self._table, dtype=x.dtype, device=x.device)
-        y = dct_quantise_torch(v, table, rounding="ste")
+        y = dct_quantise_torch(v, table, rounding=SURROGATE_ROUNDING)
         if ycc:
             y = ycbcr_to_rgb_torch(y)
         return clamp_ste(round_ste(y), 0.0, 255.0) / 255.0

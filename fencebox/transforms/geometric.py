@@ -1,27 +1,29 @@
 """Rigid geometric transforms: random affine (FenceBox's PRO-TAT), random crop-and-rescale
 (Guo et al. 2018) and horizontal flip.
 
-Affine and crop resample through one NumPy grid shared by ``apply`` (cv2.remap) and ``surrogate``
-(grid_sample), see ``_warp``; flip is an exact permutation of pixels.
+Each ``apply`` runs OpenCV's specialised kernel and each ``surrogate`` samples the same positions with
+the same bilinear convention (see ``_warp``): affine is ``cv2.warpAffine`` against ``grid_sample`` on
+the grid of the same matrix, crop is slicing + ``cv2.resize`` against slicing + ``interpolate``, and
+flip is an exact permutation of pixels (``cv2.flip``, ``torch.flip``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from fencebox.errors import InputError, SpecError
 from fencebox.registry import register
 from fencebox.transforms._warp import (
-    OUTSIDE,
     Border,
     Grid,
     WarpTransform,
+    affine_positions,
     fold_reflect,
-    resize_axis,
-    separable_grid,
-    snap,
+    interpolate_linear,
+    resize_linear,
 )
 from fencebox.transforms.base import Param, Params, Shape, Transform, batch_size, check_batch, per_image
 
@@ -83,26 +85,51 @@ class Affine(WarpTransform):
             "shift": rng.uniform(-s, s, size=(n, 2)) if s > 0 else np.zeros((n, 2)),
         }
 
-    def grid(self, params: Params, i: int, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> Grid:
-        """Inverse rotation/zoom/shift about the centre, folded at the edges for ``border="reflect"``."""
-        (h, w), (oh, ow) = in_hw, out_hw
+    def matrix(self, params: Params, i: int, in_hw: tuple[int, int]) -> np.ndarray:
+        """The 2x3 inverse map of image ``i``: source = M @ (x, y, 1) for every output pixel (x, y).
+
+        Rotation by ``-angle``, zoom by ``1 / scale`` and the shift undone, about the image centre
+        (pixel centres at integers): ``src = c + R(-theta) (dst - c - t) / scale``.
+        """
+        h, w = in_hw
         theta = np.deg2rad(float(params["angle"][i]))
         scale = float(params["scale"][i])
         tx, ty = float(params["shift"][i, 0]) * w, float(params["shift"][i, 1]) * h
         cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-        # Inverse map: src = c + R(-theta) (dst - c - t) / scale, in float32 (snapped to 1/32 px anyway).
-        dx = (np.arange(ow, dtype=np.float32) - np.float32(cx + tx))[None, :]
-        dy = (np.arange(oh, dtype=np.float32) - np.float32(cy + ty))[:, None]
-        cos, sin = np.float32(np.cos(theta) / scale), np.float32(np.sin(theta) / scale)
-        map_x = (cos * dx + np.float32(cx)) + sin * dy
-        map_y = (np.float32(cy) - sin * dx) + cos * dy
+        cos, sin = np.cos(theta) / scale, np.sin(theta) / scale
+        ox, oy = cx + tx, cy + ty
+        return np.array([[cos, sin, cx - cos * ox - sin * oy], [-sin, cos, cy + sin * ox - cos * oy]])
+
+    def grid(self, params: Params, i: int, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> Grid:
+        """Where ``cv2.warpAffine`` samples each output pixel under :meth:`matrix` (see
+        :func:`~fencebox.transforms._warp.affine_positions`), folded for ``border="reflect"``: folding
+        the positions is the same as sampling the image extended by reflection about its outer pixel
+        edges (``BORDER_REFLECT``, ``fedcba|abcdef``).
+        """
+        (h, w) = in_hw
+        map_x, map_y = affine_positions(self.matrix(params, i, in_hw), out_hw)
         if self.config["border"] == "reflect":
-            map_x, map_y = fold_reflect(map_x, w), fold_reflect(map_y, h)
-        else:
-            # Keep far-away coordinates far away but finite and small (OpenCV 4.x converts them to int16).
-            np.clip(map_x, OUTSIDE - w, w - OUTSIDE, out=map_x)
-            np.clip(map_y, OUTSIDE - h, h - OUTSIDE, out=map_y)
-        return snap(map_x), snap(map_y)
+            return fold_reflect(map_x, w), fold_reflect(map_y, h)
+        return map_x.astype(np.float32), map_y.astype(np.float32)
+
+    def apply(self, images: np.ndarray, params: Params) -> np.ndarray:
+        """``cv2.warpAffine`` (bilinear, inverse map) of each image, mirrored or black outside."""
+        check_batch(images, self.min_size, self.name)
+        in_hw, (oh, ow) = self._shapes(images.shape, params)
+        n, c = images.shape[0], images.shape[3]
+        out = np.empty((n, oh, ow, c), dtype=np.uint8)
+        border = cv2.BORDER_REFLECT if self.config["border"] == "reflect" else cv2.BORDER_CONSTANT
+        for i in range(n):
+            res = cv2.warpAffine(
+                images[i],
+                self.matrix(params, i, in_hw),
+                (ow, oh),
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderMode=border,
+                borderValue=0,
+            )
+            out[i] = res.reshape(oh, ow, c)
+        return out
 
 
 @register
@@ -134,15 +161,37 @@ class RandomCrop(WarpTransform):
             "offset": rng.random((n, 2)),
         }
 
-    def grid(self, params: Params, i: int, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> Grid:
-        """Half-pixel rescale of the crop box to the full size, clamped at the box edges."""
+    def box(self, params: Params, i: int, in_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+        """The crop of image ``i`` in whole pixels: (top, left, height, width)."""
         h, w = in_hw
         s = float(params["scale"][i])
         ch, cw = min(h, max(1, round(s * h))), min(w, max(1, round(s * w)))
         fy, fx = (float(v) for v in params["offset"][i])
         top = min(int(fy * (h - ch + 1)), h - ch)
         left = min(int(fx * (w - cw + 1)), w - cw)
-        return separable_grid(resize_axis(w, 0, left, cw, w), resize_axis(h, 0, top, ch, h))
+        return top, left, ch, cw
+
+    def apply(self, images: np.ndarray, params: Params) -> np.ndarray:
+        """Slice each image's crop and ``cv2.resize`` it (bilinear) back to the input size."""
+        check_batch(images, self.min_size, self.name)
+        in_hw, (oh, ow) = self._shapes(images.shape, params)
+        out = np.empty((images.shape[0], oh, ow, images.shape[3]), dtype=np.uint8)
+        for i in range(images.shape[0]):
+            top, left, ch, cw = self.box(params, i, in_hw)
+            out[i] = resize_linear(images[i, top : top + ch, left : left + cw], oh, ow)
+        return out
+
+    def surrogate(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        """The same crops, resized by ``interpolate`` (bilinear, the same positions)."""
+        import torch
+
+        n, c, h, w = self._check_nchw(x)
+        in_hw, (oh, ow) = self._shapes((n, h, w, c), params)
+        out = []
+        for i in range(n):
+            top, left, ch, cw = self.box(params, i, in_hw)
+            out.append(interpolate_linear(x[i : i + 1, :, top : top + ch, left : left + cw], oh, ow))
+        return torch.cat(out)
 
 
 @register
@@ -165,12 +214,17 @@ class Flip(Transform):
         return mask
 
     def apply(self, images: np.ndarray, params: Params) -> np.ndarray:
-        """Reverse the width axis of the selected images."""
+        """Reverse the width axis of the selected images (``cv2.flip``), copy the others."""
         check_batch(images, self.min_size, self.name)
         mask = self._mask(params, images.shape[0])
-        out = images.copy()
-        for i in np.flatnonzero(mask):
-            out[i] = images[i, :, ::-1]
+        if not mask.any():
+            return images.copy()
+        out = np.empty_like(images)
+        for i, flip in enumerate(mask):
+            if flip:
+                out[i] = cv2.flip(images[i], 1).reshape(images.shape[1:])
+            else:
+                out[i] = images[i]
         return out
 
     def surrogate(self, x: torch.Tensor, params: Params) -> torch.Tensor:

@@ -9,7 +9,7 @@ import numpy as np
 
 from fencebox.registry import register
 from fencebox.transforms._codec import QualityCodec, codec_roundtrip, quality_param
-from fencebox.transforms._dct import SUBSAMPLING_FACTORS, diff_jpeg
+from fencebox.transforms._dct import SUBSAMPLING_FACTORS, SURROGATE_ROUNDING, diff_jpeg
 from fencebox.transforms.base import Param, Params
 
 if TYPE_CHECKING:
@@ -62,5 +62,5 @@ class Jpeg(QualityCodec):
         return jpeg_roundtrip(image, quality, str(self.config["subsampling"]))
 
     def surrogate(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        """Differentiable JPEG approximation (straight-through rounding) at the same per-image quality."""
-        return diff_jpeg(x, params["quality"], str(self.config["subsampling"]), rounding="ste")
+        """Differentiable JPEG (exact rounding forward, cubic gradient) at the same per-image quality."""
+        return diff_jpeg(x, params["quality"], str(self.config["subsampling"]), rounding=SURROGATE_ROUNDING)

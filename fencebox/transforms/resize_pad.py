@@ -3,18 +3,28 @@ FenceBox's RAND).
 
 Per image: draw a scale ``s`` in ``[min_scale, max_scale]``, resize the image bilinearly to
 ``round(s * H) x round(s * W)`` (the same factor on both axes), and place it at a random offset on a
-black canvas of ``out_size``.  The resize and the placement are one sampling grid (see ``_warp``),
-so the surrogate is exact.
+black canvas of ``out_size``.  ``apply`` is ``cv2.resize`` (INTER_LINEAR) written into a zero canvas;
+``surrogate`` is ``interpolate`` (bilinear, half-pixel centres) padded with zeros at the same box, so
+the surrogate is exact up to the uint8 rounding (see ``_warp``).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fencebox.errors import InputError, SpecError
 from fencebox.registry import register
-from fencebox.transforms._warp import Border, Grid, WarpTransform, resize_axis, separable_grid
-from fencebox.transforms.base import Param, Params, Shape, per_image
+from fencebox.transforms._warp import WarpTransform, interpolate_linear, resize_linear
+from fencebox.transforms.base import Param, Params, Shape, check_batch, per_image
+
+if TYPE_CHECKING:
+    import torch
+
+
+Box = tuple[int, int, int, int]
+"""(top, left, height, width) of a rectangle in pixels."""
 
 
 def scaled_size(scale: float, size: int) -> int:
@@ -53,10 +63,6 @@ class ResizePad(WarpTransform):
                 f"must fit in the input's size), got {hi}; set out_size to pad to a larger canvas"
             )
 
-    def fill_mode(self) -> Border:
-        """Zeros: the canvas around the resized image is black."""
-        return "constant"
-
     def output_shape(self, shape: Shape) -> Shape:
         """``out_size`` x ``out_size`` when set, else the input's height and width."""
         out = self.config["out_size"]
@@ -83,8 +89,8 @@ class ResizePad(WarpTransform):
         scale = per_image([lo, hi], rng, n) if lo < hi else per_image(lo, rng, n)
         return {"scale": scale, "offset": rng.random((n, 2))}
 
-    def grid(self, params: Params, i: int, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> Grid:
-        """Half-pixel resize of the whole image into its box on the canvas; outside the box, zeros."""
+    def box(self, params: Params, i: int, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> Box:
+        """Where image ``i`` goes on the canvas: (top, left, height, width) of its resized copy."""
         (h, w), (oh, ow) = in_hw, out_hw
         s = float(params["scale"][i])
         sh, sw = scaled_size(s, h), scaled_size(s, w)
@@ -93,4 +99,29 @@ class ResizePad(WarpTransform):
         fy, fx = (float(v) for v in params["offset"][i])
         top = min(int(fy * (oh - sh + 1)), oh - sh)
         left = min(int(fx * (ow - sw + 1)), ow - sw)
-        return separable_grid(resize_axis(ow, left, 0.0, w, sw), resize_axis(oh, top, 0.0, h, sh))
+        return top, left, sh, sw
+
+    def apply(self, images: np.ndarray, params: Params) -> np.ndarray:
+        """``cv2.resize`` (bilinear) of each image into its box on a zero canvas."""
+        check_batch(images, self.min_size, self.name)
+        in_hw, out_hw = self._shapes(images.shape, params)
+        n, c = images.shape[0], images.shape[3]
+        out = np.zeros((n, *out_hw, c), dtype=np.uint8)
+        for i in range(n):
+            top, left, sh, sw = self.box(params, i, in_hw, out_hw)
+            out[i, top : top + sh, left : left + sw] = resize_linear(images[i], sh, sw)
+        return out
+
+    def surrogate(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        """``interpolate`` (bilinear, the same positions) of each image, zero-padded around its box."""
+        import torch
+        import torch.nn.functional as F
+
+        n, c, h, w = (int(s) for s in self._check_nchw(x))
+        in_hw, (oh, ow) = self._shapes((n, h, w, c), params)
+        out = []
+        for i in range(n):
+            top, left, sh, sw = self.box(params, i, in_hw, (oh, ow))
+            small = interpolate_linear(x[i : i + 1], sh, sw)
+            out.append(F.pad(small, (left, ow - left - sw, top, oh - top - sh)))
+        return torch.cat(out)

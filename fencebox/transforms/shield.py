@@ -19,7 +19,7 @@ import numpy as np
 
 from fencebox.errors import InputError, SpecError
 from fencebox.registry import register
-from fencebox.transforms._dct import diff_jpeg
+from fencebox.transforms._dct import SURROGATE_ROUNDING, diff_jpeg
 from fencebox.transforms.base import Param, Params, Shape, Transform, is_integral
 from fencebox.transforms.jpeg import SUBSAMPLING, jpeg_roundtrip
 
@@ -140,5 +140,5 @@ class Shield(Transform):
         sub = str(self.config["subsampling"])
         for q in np.unique(params["quality_map"]):
             mask = (pixel_map == int(q)).to(x.dtype)
-            out = out + mask * diff_jpeg(x, int(q), sub, rounding="ste")
+            out = out + mask * diff_jpeg(x, int(q), sub, rounding=SURROGATE_ROUNDING)
         return out
