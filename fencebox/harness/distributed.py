@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,17 @@ class UnitSpec:
         if self.kind == "clean":
             return f"{self.chain}: clean, shard {self.shard}"
         return f"{self.chain}: {self.threat} {self.norm} eps={self.eps:g}, shard {self.shard}"
+
+
+@dataclass
+class TaskResult:
+    """What a task sends back: the unit's cache entries and where its time went."""
+
+    entries: list[Entry]
+    seconds: float
+    """The whole task body, setup included."""
+    setup_seconds: float
+    """Loading the model and data from the object store and building the runner (first unit of a worker)."""
 
 
 @dataclass
@@ -142,15 +154,18 @@ def run_unit(
     return entries
 
 
-def _task(token: str, holder: list[Any], spec: UnitSpec, start: Row | None) -> list[Entry]:
+def _task(token: str, holder: list[Any], spec: UnitSpec, start: Row | None) -> TaskResult:
     """The Ray task body: one unit on this worker's runner, torch on the CPUs Ray gave the task."""
     import ray
     import torch
 
+    t0 = time.perf_counter()
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     torch.set_num_threads(max(1, int(cpus)))
     runner, chains = worker_runner(token, holder)
-    return run_unit(runner, chains, spec, start)
+    t1 = time.perf_counter()
+    entries = run_unit(runner, chains, spec, start)
+    return TaskResult(entries, time.perf_counter() - t0, t1 - t0)
 
 
 def connect(address: str) -> bool:
@@ -274,6 +289,7 @@ def prefetch_on_ray(
 
     tick = progress or (lambda _msg: None)
     started = connect(address)
+    pending: dict[Any, UnitSpec] = {}
     try:
         env = cluster_environment()
         cuda = device.startswith("cuda")
@@ -299,23 +315,23 @@ def prefetch_on_ray(
             retry_exceptions=False,
         )
         plan = plan_units(runner, chains, threats)
-        pending: dict[Any, UnitSpec] = {}
         outstanding = {g: set(s) for g, s in plan.groups.items()}
         counts = {"submitted": 0, "cached": 0}
+        spent = {"unit_seconds": 0.0, "setup_seconds": 0.0}
 
-        def submit(spec: UnitSpec, start: Row | None = None) -> bool:
+        def submit(spec: UnitSpec, start: Row | None = None, start_ref: Any = None) -> None:
             if is_done(runner, chains, spec, start):
                 counts["cached"] += 1
-                return False
-            pending[remote.remote(token, holder, spec, start)] = spec
+                settle(spec)
+                return
+            pending[remote.remote(token, holder, spec, start_ref)] = spec
             counts["submitted"] += 1
-            return True
 
         def settle(spec: UnitSpec) -> None:
-            for g, left in outstanding.items():
-                left.discard(spec)
-                if not left and g in plan.groups:
-                    del plan.groups[g]
+            for g in [g for g, left in outstanding.items() if spec in left]:
+                outstanding[g].discard(spec)
+                if not outstanding[g]:
+                    del outstanding[g]
                     escalate(*g)
 
         def escalate(name: str, norm: str, eps: float) -> None:
@@ -327,38 +343,50 @@ def prefetch_on_ray(
             src = decide(runner, chain, group)
             if src is None:
                 return
+            src_ref = ray.put(src)  # once, for every shard's task
             for k in range(len(runner.parts)):
-                spec = UnitSpec("attack", name, k, ESCALATION.name, norm, eps, ("apgd-ce", "pgd"))
-                submit(spec, src)
+                submit(
+                    UnitSpec("attack", name, k, ESCALATION.name, norm, eps, ("apgd-ce", "pgd")), src, src_ref
+                )
             if on_total is not None:
                 on_total(counts["submitted"] + 1)
 
         for spec in plan.specs:
-            submit(spec)
+            if not is_done(runner, chains, spec, None):
+                pending[remote.remote(token, holder, spec, None)] = spec
+                counts["submitted"] += 1
         if on_total is not None:
             on_total(counts["submitted"] + 1)
         tick(
             f"ray: {counts['submitted']} units on {env['nodes']} nodes "
-            f"({env['cpus']:g} CPUs), {counts['cached']} from the cache"
+            f"({env['cpus']:g} CPUs), {len(plan.specs) - counts['submitted']} from the cache"
         )
+        waiting = set(pending.values())
         for spec in plan.specs:
-            if spec not in pending.values():
+            if spec not in waiting:
+                counts["cached"] += 1
                 settle(spec)
         finished = 0
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 spec = pending.pop(ref)
-                for key, state, array in ray.get(ref):
+                result: TaskResult = ray.get(ref)
+                for key, state, array in result.entries:
                     runner.parts[spec.shard].cache.put(key, state, array)
+                spent["unit_seconds"] += result.seconds
+                spent["setup_seconds"] += result.setup_seconds
                 finished += 1
                 tick(f"{spec.label()} ({finished}/{counts['submitted']})")
                 settle(spec)
         env["units"] = counts["submitted"] + counts["cached"]
         env["units_from_cache"] = counts["cached"]
         env["max_retries"] = max_retries
+        env.update({k: round(v, 3) for k, v in spent.items()})
         return env
     finally:
+        for ref in pending:  # a failed run leaves nothing running on a cluster it joined
+            ray.cancel(ref)
         if started:
             ray.shutdown()
 
