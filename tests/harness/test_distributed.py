@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import torch
 
+from fencebox.errors import ConfigError
 from fencebox.harness import Data, EvalConfig, Options, run_evaluation
 from fencebox.spec import load_chain
 from tests.harness.test_escalation import _useless_source
@@ -179,3 +180,15 @@ def test_a_rerun_after_the_cluster_stopped_reuses_the_finished_units(
     assert env["units"] > done and env["driver_units"] == 0
     old = [r for r in comparable(first)["results"]]
     assert [r for r in comparable(second)["results"] if r["chain"] == "none"] == old
+
+
+def test_cuda_units_ask_ray_for_gpus_and_a_cluster_without_any_is_refused(cluster: Any) -> None:
+    images, labels = toy_data(N)
+    with pytest.raises(ConfigError, match="0 GPUs"):
+        run_evaluation(
+            toy_model(),
+            {"none": load_chain("none")},
+            Data(images, labels),
+            _config(),
+            _options(ray=cluster.address, device="cuda"),
+        )
