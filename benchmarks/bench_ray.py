@@ -19,7 +19,10 @@ Measured (wall clock, ``time.perf_counter``):
   the task bodies' own time, reported by the tasks); it holds Ray's scheduling, argument and result
   transfer, and starting worker processes; ``setup_per_unit_ms`` is the tasks' own start-up (loading
   model and data from the object store, once per worker process) spread over the units;
-- ``empty_task_ms``: one empty Ray task's round trip on the same Ray, as a floor.
+- ``empty_task_ms``: one empty Ray task's round trip on the same Ray, as a floor;
+- ``local_cpu_s_by_threads`` (the local run's process CPU time) against ``ray_units_cpu_s`` (the
+  task bodies' CPU time) and ``cluster.unit_seconds`` (their wall time): on a loaded machine the
+  tasks do the same work and the difference is time spent waiting for a core.
 
 Run it where Ray cannot reach the network, e.g. ``unshare -n sh -c 'ip link set lo up && python
 benchmarks/bench_ray.py'`` as root (Ray binds to loopback here anyway).  The machine's load average is
@@ -76,13 +79,14 @@ def main() -> None:
     threats = ["oblivious", "bpda"]
     load_before = os.getloadavg()
 
-    local_times, local_docs = {}, {}
+    local_times, local_docs, local_cpu = {}, {}, {}
     threads = torch.get_num_threads()
     for n_threads in [int(t) or threads for t in args.local_threads.split(",")]:
         torch.set_num_threads(n_threads)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         local = run_evaluation(model, chains, Data(images, labels), cfg, Options(threats=threats))
         local_times[n_threads] = time.perf_counter() - t0
+        local_cpu[n_threads] = time.process_time() - c0
         local_docs[n_threads] = _comparable(local)
     torch.set_num_threads(threads)
     local_s = min(local_times.values())
@@ -143,6 +147,8 @@ def main() -> None:
                 "cluster": doc["environment"]["cluster"],
                 "local_s": round(local_s, 2),
                 "local_s_by_threads": {k: round(v, 2) for k, v in local_times.items()},
+                "local_cpu_s_by_threads": {k: round(v, 2) for k, v in local_cpu.items()},
+                "ray_units_cpu_s": cluster["unit_cpu_seconds"],
                 "ray_s": round(ray_s, 2),
                 "ray_start_s": round(ray_start_s, 2),
                 "ray_warm_s": round(ray_warm_s, 2),

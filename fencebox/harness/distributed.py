@@ -77,6 +77,8 @@ class TaskResult:
     """The whole task body, setup included."""
     setup_seconds: float
     """Loading the model and data from the object store and building the runner (first unit of a worker)."""
+    cpu_seconds: float = 0.0
+    """CPU time of the task body (all its threads): against ``seconds``, how long it waited for a core."""
 
 
 @dataclass
@@ -159,13 +161,13 @@ def _task(token: str, holder: list[Any], spec: UnitSpec, start: Row | None) -> T
     import ray
     import torch
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     torch.set_num_threads(max(1, int(cpus)))
     runner, chains = worker_runner(token, holder)
     t1 = time.perf_counter()
     entries = run_unit(runner, chains, spec, start)
-    return TaskResult(entries, time.perf_counter() - t0, t1 - t0)
+    return TaskResult(entries, time.perf_counter() - t0, t1 - t0, time.process_time() - c0)
 
 
 def connect(address: str) -> bool:
@@ -317,7 +319,7 @@ def prefetch_on_ray(
         plan = plan_units(runner, chains, threats)
         outstanding = {g: set(s) for g, s in plan.groups.items()}
         counts = {"submitted": 0, "cached": 0}
-        spent = {"unit_seconds": 0.0, "setup_seconds": 0.0}
+        spent = {"unit_seconds": 0.0, "unit_cpu_seconds": 0.0, "setup_seconds": 0.0}
 
         def submit(spec: UnitSpec, start: Row | None = None, start_ref: Any = None) -> None:
             if is_done(runner, chains, spec, start):
@@ -376,6 +378,7 @@ def prefetch_on_ray(
                     runner.parts[spec.shard].cache.put(key, state, array)
                 spent["unit_seconds"] += result.seconds
                 spent["setup_seconds"] += result.setup_seconds
+                spent["unit_cpu_seconds"] += result.cpu_seconds
                 finished += 1
                 tick(f"{spec.label()} ({finished}/{counts['submitted']})")
                 settle(spec)
