@@ -23,8 +23,8 @@ mode uses it, and the model's forward and backward.  ``harness_vs_floor`` = harn
 floor steps/s (the harness's overhead budget: >= 0.85).
 
 Usage: ``python benchmarks/bench_harness.py [--model builtin:mnist] [--chain fencebox-default]
-[--batch 128] [--eot 10] [--steps 10] [--workers N] [--gradient bpda|surrogate] [--device cpu|cuda]
-[--skip-art]``
+[--batch 128] [--eot 10] [--steps 10] [--rounds 3] [--workers N] [--gradient bpda|surrogate]
+[--device cpu|cuda] [--skip-art]``
 """
 
 from __future__ import annotations
@@ -59,19 +59,22 @@ def floor_steps_per_s(
     prefix, rest = split_chain(chain)
     rng = np.random.default_rng(0)
 
+    def stage(t: Transform, u8: np.ndarray, z: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+        params = t.sample(rng, u8.shape)
+        out = apply_parallel(t, u8, params, workers)
+        exact = nhwc_uint8_to_nchw_float(out, x.device)
+        sur = t.surrogate(z, params) if gradient == "surrogate" else z
+        return out, sur + (exact - sur).detach()
+
     def step() -> None:
         u8 = nchw_float_to_nhwc_uint8(x)
+        z = nhwc_uint8_to_nchw_float(u8, x.device).requires_grad_(True)
+        k = 1
         if prefix is not None:
-            u8 = apply_parallel(prefix, u8, prefix.sample(rng, u8.shape), workers)
-        k = eot if rest is not None else 1
-        xin = nhwc_uint8_to_nchw_float(u8, x.device).repeat(k, 1, 1, 1).requires_grad_(True)
-        z = xin
+            u8, z = stage(prefix, u8, z)
         if rest is not None:
-            tiled = np.tile(u8, (eot, 1, 1, 1))
-            params = rest.sample(rng, tiled.shape)
-            exact = nhwc_uint8_to_nchw_float(apply_parallel(rest, tiled, params, workers), x.device)
-            sur = rest.surrogate(xin, params) if gradient == "surrogate" else xin
-            z = sur + (exact - sur).detach()
+            k = eot
+            _, z = stage(rest, np.tile(u8, (eot, 1, 1, 1)), z.repeat(eot, 1, 1, 1))
         torch.nn.functional.cross_entropy(model.logits(z), y.repeat(k)).backward()
 
     step()  # warm-up
@@ -240,6 +243,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=0, help="chain threads (0: all cores)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--gradient", default="bpda", choices=["bpda", "surrogate"])
+    p.add_argument("--rounds", type=int, default=3, help="alternating floor/harness rounds (medians)")
     p.add_argument("--skip-art", action="store_true")
     a = p.parse_args()
 
@@ -255,8 +259,11 @@ def main() -> None:
     y = torch.as_tensor(labels, device=model.device)
     workers = a.workers or default_workers()
     chain = load_chain(a.chain)
-    floor = floor_steps_per_s(model, chain, x, y, a.eot, a.steps, workers, a.gradient)
-    fb = fencebox_steps_per_s(model, chain, x, y, a.eot, a.steps, workers, a.gradient)
+    floors, fbs = [], []
+    for _ in range(a.rounds):  # alternate, so load changes on a shared machine hit both sides alike
+        floors.append(floor_steps_per_s(model, chain, x, y, a.eot, a.steps, workers, a.gradient))
+        fbs.append(fencebox_steps_per_s(model, chain, x, y, a.eot, a.steps, workers, a.gradient))
+    floor, fb = float(np.median(floors)), float(np.median(fbs))
     result = {
         "model": a.model,
         "chain": a.chain,
@@ -269,6 +276,7 @@ def main() -> None:
         "fencebox_steps_per_s": round(fb, 3),
         "floor_steps_per_s": round(floor, 3),
         "harness_vs_floor": round(fb / floor, 3),
+        "rounds": {"floor": [round(v, 3) for v in floors], "fencebox": [round(v, 3) for v in fbs]},
     }
     if not a.skip_art:
         ours_s, art_s = purification_seconds(chain, x, a.eot, workers)

@@ -1,20 +1,25 @@
 """Service benchmark on loopback: bounded load (fixed concurrency, fixed request count), side by side.
 
-Runs, one after another, each as its own server process:
+Every server is its own process, all started once and measured in interleaved rounds (a load spike
+hits one round, not one row; the table shows medians):
 
-1. ``kserve``            KServe's Python ModelServer serving the model directly (the baseline);
-2. ``proxy-none``        fencebox with chain ``none`` proxying that KServe server, one image per
-                         upstream call, 4 calls in flight (proxy overhead);
-   ``proxy-none-batched`` the same, micro-batching upstream calls (max_batch 32, 2 in flight);
-3. ``proxy-default``     fencebox with ``fencebox-default`` proxying it (as proxy-none);
-4. ``local-batched``     fencebox's built-in backend with micro-batching (max_batch 32);
-5. ``local-unbatched``   the same without micro-batching (max_batch 1).
+- ``kserve``             KServe's Python ModelServer serving the model directly over HTTP (baseline);
+- ``kserve-grpc``        the same server over its gRPC port (``enable_grpc``);
+- ``proxy-none``         fencebox, chain ``none``, no keys, one image per upstream call (max_batch 1,
+                         up to 64 calls in flight), proxying KServe over HTTP: the lean proxy;
+- ``proxy-none-grpc``    the same over gRPC both ways (fencebox's gRPC port -> KServe's gRPC port);
+- ``proxy-none-batched`` fencebox ``none`` micro-batching the upstream calls (max_batch 32);
+- ``proxy-default``      fencebox ``fencebox-default`` proxying KServe (one image per call);
+- ``local-batched`` / ``local-unbatched``  fencebox's built-in backend with / without micro-batching.
 
-Every request is the same V2 inference request (one UINT8 28x28x1 image, binary tensor data), so
-all five speak the same protocol.  Prints req/s, p50 and p99 per configuration and the two target
-ratios (proxy overhead at p50; batched / unbatched throughput).
+Every request is one UINT8 28x28x1 image (V2 binary tensor data over HTTP, raw contents over gRPC).
+The proxy rows are measured at concurrency 1, 8 and 32 against the direct KServe rows at the same
+concurrency; the others at ``--concurrency``.  "proxy CPU" is the user+system time of the fencebox
+process alone per request (``/proc/<pid>/stat``), without KServe's.  Printed ratios: proxy p50 /
+direct p50 at each concurrency (goal <= 1.10 at concurrency 1), proxy CPU per request (goal
+<= 1.5 ms), micro-batched / unbatched throughput (goal >= 2).
 
-    python benchmarks/bench_service.py --concurrency 32 --requests 2000 [--model builtin:mnist]
+    python benchmarks/bench_service.py [--requests 600] [--repeat 3] [--model builtin:mnist]
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,23 +83,32 @@ def _env(threads: int) -> dict[str, str]:
     }
 
 
-def start_kserve(model: str, port: int, threads: int) -> subprocess.Popen[bytes]:
-    """KServe's ModelServer serving ``model`` as V2 model 'm'."""
+def start_kserve(
+    model: str, port: int, threads: int, grpc_port: int | None = None
+) -> subprocess.Popen[bytes]:
+    """KServe's ModelServer serving ``model`` as V2 model 'm' (also over gRPC when ``grpc_port`` is given)."""
     cmd = [sys.executable, "-m", "fencebox.service.kserve_upstream", "--model", model, "--name", "m"]
-    cmd += ["--http_port", str(port), "--grpc_port", str(free_port()), "--enable_latency_logging", "false"]
+    cmd += ["--http_port", str(port), "--grpc_port", str(grpc_port or free_port())]
+    cmd += ["--enable_latency_logging", "false", *(["--grpc"] if grpc_port else [])]
     return subprocess.Popen(cmd, env=_env(threads), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def start_fencebox(
-    route: dict[str, Any], port: int, threads: int, torch_threads: int, tmp: Path
+    route: dict[str, Any],
+    port: int,
+    threads: int,
+    torch_threads: int,
+    tmp: Path,
+    grpc_port: int | None = None,
 ) -> subprocess.Popen[bytes]:
-    """``fencebox serve`` with one route named 'm'."""
+    """``fencebox serve`` with one route named 'm' (and its gRPC port when ``grpc_port`` is given)."""
     import yaml
 
     cfg = tmp / f"fencebox-{port}.yaml"
-    cfg.write_text(
-        yaml.safe_dump({"threads": threads, "log_level": "warning", "routes": [{"name": "m", **route}]})
-    )
+    doc: dict[str, Any] = {"threads": threads, "log_level": "warning", "routes": [{"name": "m", **route}]}
+    if grpc_port:
+        doc["grpc_port"] = grpc_port
+    cfg.write_text(yaml.safe_dump(doc))
     cmd = [sys.executable, "-m", "fencebox.cli", "serve", "--config", str(cfg), "--port", str(port)]
     return subprocess.Popen(
         cmd, env=_env(torch_threads), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -206,42 +220,126 @@ def _median(runs: list[Result]) -> Result:
     )
 
 
-def main(argv: list[str] | None = None) -> list[Result]:
-    """Run every configuration and print the table."""
+async def load_grpc(
+    target: str, images: list[np.ndarray], concurrency: int, total: int, warmup: int
+) -> Result:
+    """Like :func:`load`, over the gRPC Open Inference Protocol (one channel, HTTP/2 multiplexed)."""
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    requests = []
+    for im in images:
+        req = pb.ModelInferRequest(model_name="m")
+        req.inputs.add(name="input", datatype="UINT8", shape=list(im.shape))
+        req.raw_input_contents.append(im.tobytes())
+        requests.append(req)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        latencies: list[float] = []
+        errors = 0
+        counter = 0
+
+        async def worker(n: int, record: bool) -> None:
+            nonlocal counter, errors
+            while counter < n:
+                i = counter
+                counter += 1
+                t = time.perf_counter()
+                try:
+                    await stub.ModelInfer(requests[i % len(requests)], timeout=60)
+                    ok = True
+                except grpc.aio.AioRpcError:
+                    ok = False
+                if record:
+                    latencies.append(time.perf_counter() - t)
+                    errors += not ok
+
+        if warmup:
+            await asyncio.gather(*(worker(warmup, False) for _ in range(concurrency)))
+            counter = 0
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(total, True) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    lat = np.array(latencies) * 1000.0
+    return Result(
+        "",
+        total,
+        errors,
+        elapsed,
+        total / elapsed,
+        float(np.percentile(lat, 50)),
+        float(np.percentile(lat, 99)),
+    )
+
+
+@dataclass
+class Server:
+    """A started server: where to send load, how, and whose CPU counts as the proxy's."""
+
+    address: str
+    proc: subprocess.Popen[bytes]
+    grpc: bool = False
+
+
+@dataclass
+class Cell:
+    """One measured configuration at one concurrency."""
+
+    config: str
+    concurrency: int
+    runs: list[Result] = field(default_factory=list)
+
+
+def _measure(server: Server, images: list[np.ndarray], concurrency: int, n: int, warmup: int) -> Result:
+    """Warm up, then load ``server`` with ``n`` requests; the result's CPU is its process alone."""
+    run = load_grpc if server.grpc else load
+    asyncio.run(run(server.address, images, concurrency, warmup, 0))
+    cpu0 = cpu_seconds([server.proc.pid])
+    res = asyncio.run(run(server.address, images, concurrency, n, 0))
+    res.cpu_ms_per_request = (cpu_seconds([server.proc.pid]) - cpu0) * 1000.0 / n
+    return res
+
+
+def main(argv: list[str] | None = None) -> dict[str, Result]:
+    """Start every server, measure every cell in interleaved rounds, print the table and the ratios."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--model", default="builtin:mnist", help="fencebox model reference served by all backends")
-    p.add_argument("--concurrency", type=int, default=32)
-    p.add_argument("--requests", type=int, default=2000)
-    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--concurrency", type=int, default=32, help="concurrency of the non-proxy rows")
+    p.add_argument(
+        "--proxy-concurrency", type=int, nargs="+", default=[1, 8, 32], help="concurrencies of the proxy rows"
+    )
+    p.add_argument("--requests", type=int, default=600, help="requests per cell and round")
+    p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--threads", type=int, default=2, help="worker threads per fencebox server")
     p.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads per server")
     p.add_argument("--local-chain", default="none", help="chain of the local-backend runs")
-    p.add_argument("--only", nargs="*", help="run only these configurations")
+    p.add_argument("--only", nargs="*", help="run only these configurations (direct KServe rows always run)")
     p.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the table shows medians")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (1, 28, 28, 1), dtype=np.uint8) for _ in range(64)]
-    kport = free_port()
-    kurl = f"http://127.0.0.1:{kport}"
+    kport, kgrpc = free_port(), free_port()
     upstream = {
         "kind": "upstream",
-        "url": kurl,
+        "url": f"http://127.0.0.1:{kport}",
         "upstream_model": "m",
         "input_shape": [28, 28, 1],
         "datatype": "UINT8",
     }
-    proxy_batching = {"max_batch": 1, "workers": 4, "max_queue": 4096}
-    configs: dict[str, dict[str, Any] | None] = {
-        "kserve": None,
-        "proxy-none": {"chain": "none", "backend": upstream, "batching": proxy_batching},
+    upstream_grpc = {**upstream, "protocol": "grpc", "url": f"127.0.0.1:{kgrpc}"}
+    lean = {"max_batch": 1, "workers": 64, "max_queue": 4096}  # no cap below the load: no queueing
+    routes: dict[str, dict[str, Any]] = {
+        "proxy-none": {"chain": "none", "backend": upstream, "batching": lean},
+        "proxy-none-grpc": {"chain": "none", "backend": upstream_grpc, "batching": lean},
         "proxy-none-batched": {
             "chain": "none",
             "backend": upstream,
             "batching": {"max_batch": 32, "max_delay_ms": 2, "workers": 2, "max_queue": 4096},
         },
-        "proxy-default": {"chain": "fencebox-default", "backend": upstream, "batching": proxy_batching},
+        "proxy-default": {"chain": "fencebox-default", "backend": upstream, "batching": lean},
         "local-batched": {
             "chain": args.local_chain,
             "backend": {"kind": "local", "model": args.model},
@@ -254,36 +352,40 @@ def main(argv: list[str] | None = None) -> list[Result]:
         },
     }
     if args.only:
-        configs = {k: v for k, v in configs.items() if k in args.only or k == "kserve"}
-    results: list[Result] = []
+        routes = {k: v for k, v in routes.items() if k in args.only}
+    lean_rows = {"proxy-none": "kserve", "proxy-none-grpc": "kserve-grpc"}
+    cells = [Cell(c, k) for c in ("kserve", "kserve-grpc") for k in args.proxy_concurrency]
+    cells += [
+        Cell(name, k)
+        for name in routes
+        for k in (args.proxy_concurrency if name in lean_rows else [args.concurrency])
+    ]
+    if args.concurrency not in args.proxy_concurrency:
+        cells += [Cell(c, args.concurrency) for c in ("kserve", "kserve-grpc")]
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            kserve = start_kserve(args.model, kport, args.torch_threads)
+            kserve = start_kserve(args.model, kport, args.torch_threads, grpc_port=kgrpc)
             procs.append(kserve)
-            servers: dict[str, tuple[str, subprocess.Popen[bytes]]] = {"kserve": (kurl, kserve)}
-            for name, route in configs.items():
-                if route is None:
-                    continue
+            servers = {
+                "kserve": Server(f"http://127.0.0.1:{kport}", kserve),
+                "kserve-grpc": Server(f"127.0.0.1:{kgrpc}", kserve, grpc=True),
+            }
+            for name, route in routes.items():
                 port = free_port()
-                proc = start_fencebox(route, port, args.threads, args.torch_threads, Path(tmp))
+                gport = free_port() if name == "proxy-none-grpc" else None
+                proc = start_fencebox(route, port, args.threads, args.torch_threads, Path(tmp), gport)
                 procs.append(proc)
-                servers[name] = (f"http://127.0.0.1:{port}", proc)
-            for url, proc in servers.values():
-                wait_ready(url, proc)
-            runs: dict[str, list[Result]] = {name: [] for name in configs}
-            for rnd in range(args.repeat):  # interleaved rounds: a load spike hits one round, not one row
-                for name in configs:
-                    url, proc = servers[name]
-                    pids = [proc.pid] if name == "kserve" or "local" in name else [proc.pid, kserve.pid]
-                    asyncio.run(load(url, images, args.concurrency, args.warmup, 0))  # warm-up
-                    cpu0 = cpu_seconds(pids)
-                    res = asyncio.run(load(url, images, args.concurrency, args.requests, 0))
-                    res.cpu_ms_per_request = (cpu_seconds(pids) - cpu0) * 1000.0 / args.requests
-                    res.name = name
-                    runs[name].append(res)
-                    print(f"  round {rnd + 1}: {name} {res.rps:.0f} req/s", file=sys.stderr, flush=True)
-            results = [_median(rs) for rs in runs.values()]
+                address = f"127.0.0.1:{gport}" if gport else f"http://127.0.0.1:{port}"
+                servers[name] = Server(address, proc, grpc=gport is not None)
+                wait_ready(f"http://127.0.0.1:{port}", proc)
+            wait_ready(servers["kserve"].address, kserve)
+            for rnd in range(args.repeat):
+                for cell in cells:
+                    res = _measure(servers[cell.config], images, cell.concurrency, args.requests, args.warmup)
+                    res.name = f"{cell.config}@{cell.concurrency}"
+                    cell.runs.append(res)
+                    print(f"  round {rnd + 1}: {res.name} {res.rps:.0f} req/s", file=sys.stderr, flush=True)
         finally:
             for proc in procs:
                 proc.terminate()
@@ -292,29 +394,43 @@ def main(argv: list[str] | None = None) -> list[Result]:
                     proc.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-
-    print(
-        f"\nmodel {args.model}, concurrency {args.concurrency}, {args.requests} requests each, "
-        f"median of {args.repeat} interleaved rounds, loopback, V2 binary"
-    )
-    print(
-        f"{'configuration':<20}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'server CPU ms/req':>19}"
-    )
-    for r in results:
-        print(
-            f"{r.name:<20}{r.rps:>9.1f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{r.errors:>8}{r.cpu_ms_per_request:>19.2f}"
-        )
-    print("(server CPU: the serving processes' user+system time per request; proxied rows include KServe's)")
-    by = {r.name: r for r in results}
-    if "kserve" in by and "proxy-none" in by:
-        over = by["proxy-none"].p50_ms / by["kserve"].p50_ms - 1
-        print(f"proxy overhead (chain none) at p50: {over * 100:+.1f}%  (target <= +10%)")
-    if "local-batched" in by and "local-unbatched" in by:
-        ratio = by["local-batched"].rps / by["local-unbatched"].rps
-        print(f"micro-batching throughput: {ratio:.2f}x unbatched  (target >= 2x)")
+    results = {f"{c.config}@{c.concurrency}": _median(c.runs) for c in cells}
+    _report(results, args, lean_rows)
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+        args.json.write_text(json.dumps([asdict(r) for r in results.values()], indent=2))
     return results
+
+
+def _report(results: dict[str, Result], args: argparse.Namespace, lean_rows: dict[str, str]) -> None:
+    """Print the table and every ratio side by side."""
+    print(
+        f"\nmodel {args.model}, {args.requests} requests per cell, median of {args.repeat} interleaved "
+        "rounds, loopback, one image per request"
+    )
+    print(
+        f"{'configuration@concurrency':<28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'CPU ms/req':>12}"
+    )
+    for r in results.values():
+        print(
+            f"{r.name:<28}{r.rps:>9.1f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{r.errors:>8}{r.cpu_ms_per_request:>12.2f}"
+        )
+    print("(CPU: user+system time per request of that server's process alone; kserve rows: KServe's)")
+    print("\nlean proxy (chain none, no keys, one image per upstream call):")
+    print(f"{'proxy':<18}{'concurrency':>12}{'p50 proxy/direct':>18}{'proxy CPU ms/req':>18}")
+    for proxy, direct in lean_rows.items():
+        for k in args.proxy_concurrency:
+            pr, dr = results.get(f"{proxy}@{k}"), results.get(f"{direct}@{k}")
+            if pr is None or dr is None:
+                continue
+            print(f"{proxy:<18}{k:>12}{pr.p50_ms / dr.p50_ms:>17.2f}x{pr.cpu_ms_per_request:>18.2f}")
+    print("goals: p50 ratio <= 1.10x at concurrency 1; proxy CPU <= 1.5 ms per request")
+    c = args.concurrency
+    b, u = results.get(f"local-batched@{c}"), results.get(f"local-unbatched@{c}")
+    if b is not None and u is not None:
+        print(f"micro-batching throughput (local backend): {b.rps / u.rps:.2f}x unbatched  (goal >= 2x)")
+    pb_, pn = results.get(f"proxy-none-batched@{c}"), results.get(f"kserve@{c}")
+    if pb_ is not None and pn is not None:
+        print(f"micro-batched proxy throughput: {pb_.rps / pn.rps:.2f}x direct KServe at concurrency {c}")
 
 
 if __name__ == "__main__":

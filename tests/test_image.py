@@ -200,3 +200,85 @@ def test_png_round_trip_is_lossless(h: int, w: int, c: int, seed: int) -> None:
     arr = np.random.default_rng(seed).integers(0, 256, (h, w, c), dtype=np.uint8)
     data, _ = image.encode(arr, "png")
     assert np.array_equal(decode(data), arr)
+
+
+# ----- bounded decoding (issue 11) -------------------------------------------------------------
+
+
+def test_truncated_jpeg_is_refused_not_filled_grey() -> None:
+    full = encode_pil(Image.new("RGB", (800, 600), (90, 140, 200)), "JPEG", quality=90)
+    assert decode(full).shape == (600, 800, 3)
+    with pytest.raises(InputError, match="truncated"):
+        decode(full[: len(full) // 2])
+
+
+def test_jpeg_decoded_no_larger_than_the_target_needs() -> None:
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    photo = np.asarray(Image.fromarray(small).resize((1600, 1200), Image.Resampling.BILINEAR))
+    data = encode_pil(Image.fromarray(photo), "JPEG", quality=95)
+    fast = decode(data, target=(28, 28))
+    assert min(fast.shape[:2]) >= 28 and fast.shape[0] * fast.shape[1] <= 1600 * 1200 // 64  # DCT-scaled 1/8
+    reference = resize_to(decode(data), 28, 28).astype(int)
+    diff = np.abs(resize_to(fast, 28, 28).astype(int) - reference)
+    assert diff.mean() < 6 and diff.max() < 40  # the same picture (two-stage vs one-stage averaging)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P", "RGB"])
+def test_reduce_keeps_at_least_the_target(mode: str) -> None:
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8)).convert(
+        mode
+    )
+    out = decode(encode_pil(img, "PNG"), target=(28, 40))
+    assert out.shape[0] >= 28 and out.shape[1] >= 40 and out.shape[0] < 300
+
+
+def test_compositing_in_integers_is_the_exact_rounding() -> None:
+    rgba = np.random.default_rng(2).integers(0, 256, (64, 64, 4), dtype=np.uint8)
+    bg = (255, 17, 0)
+    a = rgba[:, :, 3:4].astype(np.float64) / 255.0
+    exact = np.floor(rgba[:, :, :3] * a + np.asarray(bg, np.float64) * (1.0 - a) + 0.5)
+    assert np.abs(image.composite(rgba, bg).astype(int) - exact).max() <= 1  # float64 ties only
+    assert np.array_equal(
+        image.composite(rgba, bg), decode(encode_pil(Image.fromarray(rgba), "PNG"), background=bg)
+    )
+
+
+def test_many_frame_gif_costs_milliseconds_and_frames_are_capped() -> None:
+    corpus_gif = b"GIF89a" + b"\x01\x00\x01\x00\x80\x00\x00" + b"\x00\x00\x00\xff\xff\xff"
+    frame = (
+        b"\x21\xf9\x04\x00\x01\x00\x00\x00"
+        + b"\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00"
+        + b"\x02\x02\x44\x01\x00"
+    )
+    data = corpus_gif + frame * 200_000 + b"\x3b"  # 4.6 MB, 200,000 frames
+    t = time.process_time()
+    with pytest.raises(ImageTooLarge, match="more than 100 frames"):
+        decode(data)
+    assert time.process_time() - t < 1.0  # counted up to the cap only (all frames: 2-4 s)
+    few = corpus_gif + frame * 3 + b"\x3b"
+    assert decode(few).shape == (1, 1, 3)
+    with pytest.raises(UnsupportedImage, match="3 frames"):
+        decode(few, ImageLimits(animated="refuse"))
+
+
+def test_min_side_is_the_routes_smallest_image() -> None:
+    tiny = encode_pil(Image.new("L", (2, 2)), "PNG")
+    with pytest.raises(InputError, match="at least 3x3"):
+        decode(tiny, ImageLimits(min_side=3))
+    assert decode(tiny).shape == (2, 2, 1)
+
+
+def test_bomb_over_pillows_own_limit_uses_the_limits_wording() -> None:
+    with pytest.raises(ImageTooLarge, match=r"200000000 pixels; the limit is 1000 pixels"):
+        decode(png_claiming(20000, 10000), ImageLimits(max_pixels=1000))
+
+
+def test_large_transparent_png_reduced_in_strips_matches_a_whole_reduction() -> None:
+    rgba = np.random.default_rng(3).integers(0, 256, (1000, 700, 4), dtype=np.uint8)
+    data = encode_pil(Image.fromarray(rgba), "PNG")
+    fast = decode(data, target=(28, 28))
+    whole = decode(data)
+    assert fast.shape[0] >= 56 and fast.shape[1] >= 56
+    diff = np.abs(fast.astype(int) - resize_to(whole, fast.shape[0], fast.shape[1]).astype(int))
+    assert diff.mean() < 3 and diff[-1].mean() < 6  # no black or missing last rows

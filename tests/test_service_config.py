@@ -15,7 +15,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from fencebox.errors import SpecError
+from fencebox.errors import ConfigError
 from fencebox.service import create_app, load_settings
 from fencebox.service.settings import BackendConfig, RouteConfig, Settings
 from tests.test_service_helpers import ROOT, TESTS, TINY_REF, free_port
@@ -80,24 +80,24 @@ def test_yaml_file_env_and_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyP
     ],
 )
 def test_invalid_config_names_the_field(tmp_path: Path, text: str, words: str) -> None:
-    with pytest.raises(SpecError, match=re.escape(words)):
+    with pytest.raises(ConfigError, match=re.escape(words)):
         load_settings(_write(tmp_path, text))
 
 
 def test_missing_config_file() -> None:
-    with pytest.raises(SpecError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         load_settings("/nonexistent/fencebox.yaml")
 
 
 def test_invalid_yaml_syntax(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(_write(tmp_path, "routes: [unclosed"))
 
 
 def test_binary_config_file(tmp_path: Path) -> None:
     path = tmp_path / "fencebox.yaml"
     path.write_bytes(b"\xff\xfe\x00binary")
-    with pytest.raises(SpecError, match="not UTF-8 text"):  # once a bare UnicodeDecodeError traceback
+    with pytest.raises(ConfigError, match="not UTF-8 text"):  # once a bare UnicodeDecodeError traceback
         load_settings(path)
 
 
@@ -111,7 +111,7 @@ def test_bad_chain_fails_at_startup() -> None:
         async with app.router.lifespan_context(app):
             pass
 
-    with pytest.raises(SpecError, match="route 't'"):
+    with pytest.raises(ConfigError, match="route 't'"):
         asyncio.run(start())
 
 

@@ -14,9 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import torch
 import uvicorn
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from fencebox.models.base import Classifier, ModelCard
 from fencebox.service import create_app
@@ -95,7 +98,12 @@ class ServerThread:
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(settings)
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,  # as `fencebox serve`: the app trusts forwarded_allow_ips only
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -122,12 +130,17 @@ def serve(settings: Settings) -> Iterator[ServerThread]:
 
 
 class KServeProcess:
-    """KServe's own ModelServer in a subprocess, serving TinyNet (or ``ref``) as V2 model ``name``."""
+    """KServe's own ModelServer in a subprocess, serving TinyNet (or ``ref``) as V2 model ``name``
+    (with ``grpc``, also over gRPC at ``grpc_target``; both ports stay the same across restarts)."""
 
-    def __init__(self, name: str = "tiny", ref: str = TINY_REF, port: int | None = None) -> None:
-        self.name, self.ref = name, ref
+    def __init__(
+        self, name: str = "tiny", ref: str = TINY_REF, port: int | None = None, grpc: bool = False
+    ) -> None:
+        self.name, self.ref, self.grpc = name, ref, grpc
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_port()
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> KServeProcess:
@@ -145,21 +158,35 @@ class KServeProcess:
             "--name",
             self.name,
         ]
-        cmd += ["--http_port", str(self.port), "--grpc_port", str(free_port()), "--workers", "1"]
+        cmd += ["--http_port", str(self.port), "--grpc_port", str(self.grpc_port), "--workers", "1"]
+        if self.grpc:
+            cmd.append("--grpc")
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
                 raise RuntimeError(f"kserve exited with {self.proc.returncode}:\n{err[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/v2/models/{self.name}/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
+            if self._http_ready() and (not self.grpc or self._grpc_ready()):
+                return self
             time.sleep(0.2)
         self.stop()
         raise RuntimeError("kserve did not become ready")
+
+    def _http_ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/v2/models/{self.name}/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _grpc_ready(self) -> bool:
+        """KServe starts its gRPC server alongside, not before, the HTTP one: ask it too."""
+        with grpc.insecure_channel(self.grpc_target) as channel:
+            try:
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)
+                return bool(stub.ModelReady(pb.ModelReadyRequest(name=self.name), timeout=1).ready)
+            except grpc.RpcError:
+                return False
 
     def ensure(self) -> KServeProcess:
         """Start the server unless it is running."""
@@ -192,3 +219,18 @@ class SlowNet(TinyNet):
 def slow_model() -> SlowNet:
     """A fresh SlowNet."""
     return SlowNet()
+
+
+class BrokenNet(TinyNet):
+    """TinyNet whose model call fails with a bug (not a FenceboxError): the service's 500 path."""
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Fail like a bug would, on any image but the all-zero warm-up batch."""
+        if float(x.max()) > 0:
+            raise RuntimeError("a bug in the model wrapper")
+        return super().logits(x)
+
+
+def broken_model() -> BrokenNet:
+    """A fresh BrokenNet."""
+    return BrokenNet()

@@ -60,6 +60,7 @@ def test_down_then_recovers(kserve: KServeProcess) -> None:
     with serve(settings) as s, httpx.Client(base_url=s.url, timeout=30) as c:
         r = c.post("/v1/predict", content=png(digit()))
         assert r.status_code == 502 and "unreachable" in r.json()["error"], r.text
+        assert kserve.url.removeprefix("http://") not in r.text
         assert c.get("/v2/health/ready").status_code == 503
         assert 'fencebox_upstream_errors_total{kind="down",route="up"} 1.0' in c.get("/metrics").text
         kserve.start()
@@ -164,6 +165,7 @@ def test_broken_upstreams(broken: str, model: str, status: int, words: str, kind
         r = c.post("/v1/predict", content=png(digit()))
         assert r.status_code == status, r.text
         assert words in r.json()["error"]
+        assert broken.removeprefix("http://") not in r.text  # what happened, not where (that is logged)
         assert f'fencebox_upstream_errors_total{{kind="{kind}",route="up"}} 1.0' in c.get("/metrics").text
         assert (
             f'fencebox_errors_total{{endpoint="/v1/predict",error="{"timeout" if status == 504 else "upstream_error"}"}}'

@@ -46,7 +46,7 @@ def _expected(x: np.ndarray) -> np.ndarray:
 def test_server_and_model_metadata(triton: th.InferenceServerClient) -> None:
     assert triton.is_server_live() and triton.is_server_ready()
     assert triton.is_model_ready("tiny")
-    assert triton.get_server_metadata()["extensions"] == ["binary_tensor_data"]
+    assert triton.get_server_metadata()["extensions"] == ["binary_tensor_data", "model_repository"]
     meta = triton.get_model_metadata("tiny")
     assert meta["inputs"] == [{"name": "input", "datatype": "UINT8", "shape": [-1, 28, 28, 1]}]
     assert [o["name"] for o in meta["outputs"]] == ["label"]  # no scores under the default policy
@@ -137,7 +137,10 @@ def test_unknown_model_and_output(triton: th.InferenceServerClient) -> None:
             "needs 784",
         ),
         (
-            b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 1, 1], "data": ["x"]}]}',
+            b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 28, 28, 1], "data": '
+            + b"["
+            + b'"x",' * 783
+            + b'"x"]}]}',
             {},
             "FP32",
         ),
@@ -152,12 +155,18 @@ def test_unknown_model_and_output(triton: th.InferenceServerClient) -> None:
         (b"{}", {"inference-header-content-length": "99"}, "does not fit"),
         (b"[" * 100_000, {}, "nested too deeply"),  # was RecursionError: HTTP 500
         (  # was silently truncated to 1
-            b'{"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 1, 1, 1], "data": [1.7]}]}',
+            b'{"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 28, 28, 1], "data": '
+            + b"["
+            + b"0," * 783
+            + b"1.7]}]}",
             {},
             "UINT8",
         ),
         (
-            b'{"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 1, 1, 1], "data": [300]}]}',
+            b'{"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 28, 28, 1], "data": '
+            + b"["
+            + b"0," * 783
+            + b"300]}]}",
             {},
             "[0, 255]",
         ),

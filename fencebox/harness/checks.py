@@ -75,7 +75,9 @@ def whitebox_gap(white: Row, black: Row) -> Gap:
 def _n_note(runner: Runner, m: int) -> str:
     if m >= MIN_N:
         return f"n = {m}"
-    return f"n = {m} (fewer than {MIN_N}: the data given has {len(runner.images)} examples)"
+    if m == len(runner.images):
+        return f"n = {m} (fewer than {MIN_N}: the data given has only {m} examples)"
+    return f"n = {m} (fewer than {MIN_N}: --check-n {runner.config.check_n}; low power)"
 
 
 def gradient_check(runner: Runner, chains: dict[str, Transform], threats: list[Threat]) -> Check:

@@ -7,6 +7,8 @@ References:
 - ``state_dict:PATH?arch=NAME[...]``: the same from ``torch.save``, read with ``weights_only=True``.
 - ``torchscript:PATH[?shape=HxWxC]``: a ``torch.jit.save`` archive, checked before loading (see safe_load).
 - ``onnx:PATH[?shape=HxWxC]``: an ONNX model taking float NCHW in [0, 1], run by onnxruntime on the CPU.
+- ``py:module:attr``: a Classifier instance, or a callable returning one, importable from Python code you
+  trust (it runs on import): the way to serve or attack a model of your own class.
 
 A model card JSON beside the file (same name, ``.json``) is used when present; query parameters override it.
 """
@@ -14,6 +16,7 @@ A model card JSON beside the file (same name, ``.json``) is used when present; q
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -208,10 +211,12 @@ def load_model(ref: str, device: str | torch.device | None = None) -> Classifier
     kind = ref.partition(":")[0]
     if kind == "builtin":
         return _load_builtin(ref.partition(":")[2], device)
+    if kind == "py":
+        return _load_python(ref)
     if kind not in ("safetensors", "state_dict", "torchscript", "onnx"):
         raise ModelError(
             f"unknown model kind {kind!r} in {ref!r}; expected builtin, safetensors, state_dict, "
-            "torchscript or onnx"
+            "torchscript, onnx or py"
         )
     _, path, opts = _split_ref(ref)
     if kind == "safetensors":
@@ -232,6 +237,22 @@ def load_model(ref: str, device: str | torch.device | None = None) -> Classifier
         )
 
     return OnnxClassifier(session, _resolve_card(ref, path, opts, _onnx_meta(session), infer))
+
+
+def _load_python(ref: str) -> Classifier:
+    """``py:module:attr``: import trusted code and take its Classifier (or call its factory)."""
+    target = ref[3:]
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ModelError(f"a python model reference must be 'py:module:attr', got {ref!r}")
+    try:
+        obj: Any = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelError(f"cannot import {target!r}: {exc}") from None
+    model = obj() if callable(obj) and not isinstance(obj, Classifier) else obj
+    if not isinstance(model, Classifier):
+        raise ModelError(f"{ref!r} did not give a fencebox Classifier but {type(model).__name__}")
+    return model
 
 
 def _onnx_meta(session: Any) -> dict[str, str]:

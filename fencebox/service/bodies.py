@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from starlette.datastructures import UploadFile
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from fencebox.service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
@@ -54,28 +55,99 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def read_image_bytes(request: Request, max_bytes: int) -> bytes:
-    """The encoded image from a raw body (image/*, application/octet-stream) or a multipart upload."""
+def multipart_file(body: bytes, content_type: str, max_bytes: int) -> bytes:
+    """The uploaded file of a multipart/form-data body (field ``file``, else the first file part).
+
+    Plain bytes in, bytes out, so it runs in the worker pool: parsing a 10 MB form is O(body)
+    work that must not hold the event loop.  At most 8 parts; raises BadRequest when the form is
+    malformed or holds no file.
+    """
+    ctype, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if ctype != b"multipart/form-data" or not boundary:
+        raise BadRequest("the multipart body has no boundary in its content type")
+    parts: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    header_field: list[bytes] = []
+    header_value: list[bytes] = []
+
+    def on_part_begin() -> None:
+        current.clear()
+        current.update(headers={}, data=[])
+        if len(parts) >= 8:
+            raise BadRequest("the multipart body has more than 8 parts")
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header_field.append(data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header_value.append(data[start:end])
+
+    def on_header_end() -> None:
+        current["headers"][b"".join(header_field).lower()] = b"".join(header_value)
+        header_field.clear()
+        header_value.clear()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        current["data"].append(data[start:end])
+
+    def on_part_end() -> None:
+        parts.append(dict(current))
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+        max_size=max_bytes,
+    )
+    try:
+        parser.write(body)
+        parser.finalize()
+    except BadRequest:
+        raise
+    except Exception as exc:
+        raise BadRequest(f"the multipart body cannot be parsed: {exc}") from None
+    files = []
+    for part in parts:
+        _, disp = parse_options_header(part["headers"].get(b"content-disposition", b""))
+        if b"filename" in disp:
+            files.append((disp.get(b"name", b""), b"".join(part["data"])))
+    if not files:
+        raise BadRequest("the multipart body has no file part; send the image in a file field named 'file'")
+    return next((data for name, data in files if name == b"file"), files[0][1])
+
+
+def image_body_kind(request: Request) -> str:
+    """``raw`` or ``multipart`` for an image endpoint's body; UnsupportedMediaType otherwise."""
     ctype = _media_type(request)
     if ctype == "multipart/form-data":
-        await read_body(request, max_bytes)
-        try:
-            form = await request.form(max_files=1, max_fields=8, max_part_size=max_bytes)
-        except Exception as exc:
-            raise BadRequest(f"the multipart body cannot be parsed: {getattr(exc, 'detail', exc)}") from None
-        files = [v for v in form.values() if isinstance(v, UploadFile)]
-        if not files:
-            raise BadRequest(
-                "the multipart body has no file part; send the image in a file field named 'file'"
-            )
-        upload = form.get("file")
-        chosen = upload if isinstance(upload, UploadFile) else files[0]
-        data = await chosen.read()
-        await form.close()
-        return data
+        return "multipart"
     if ctype in ("", "application/octet-stream") or ctype.startswith("image/"):
-        return await read_body(request, max_bytes)
+        return "raw"
     raise UnsupportedMediaType(
         f"content type {ctype!r} is not accepted; send the image as the raw body ({', '.join(IMAGE_TYPES)} "
         "or application/octet-stream) or as multipart/form-data"
     )
+
+
+async def read_image_bytes(request: Request, max_bytes: int) -> bytes:
+    """The encoded image from a raw body (image/*, application/octet-stream) or a multipart upload.
+
+    The multipart form is parsed in a worker thread when the app has a runtime pool (the event loop
+    only moves bytes), else inline.
+    """
+    kind = image_body_kind(request)
+    body = await read_body(request, max_bytes)
+    if kind == "raw":
+        return body
+    ctype = request.headers.get("content-type", "")
+    pool = getattr(getattr(request.app.state, "runtime", None), "pool", None)
+    if pool is None:
+        return multipart_file(body, ctype, max_bytes)
+    return await asyncio.get_running_loop().run_in_executor(pool, multipart_file, body, ctype, max_bytes)

@@ -15,6 +15,9 @@ def serve(
     ),
     host: str | None = typer.Option(None, "--host", help="address to listen on (default 127.0.0.1)"),
     port: int | None = typer.Option(None, "--port", help="port to listen on (default 8000)"),
+    grpc_port: int | None = typer.Option(
+        None, "--grpc-port", help="also serve the gRPC Open Inference Protocol on this port (default: off)"
+    ),
 ) -> None:
     """Serve the routes of CONFIG (default: builtin:mnist as 'mnist' behind fencebox-default) over HTTP."""
     import uvicorn
@@ -22,9 +25,18 @@ def serve(
     from fencebox.service import create_app, load_settings
 
     with exit_on_error():
-        settings = load_settings(config, host=host, port=port)
+        settings = load_settings(config, host=host, port=port, grpc_port=grpc_port)
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+    # The app honours proxy headers itself, from settings.forwarded_allow_ips only; uvicorn's own
+    # default would trust X-Forwarded-For from loopback (a fresh address per request: a fresh budget).
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        proxy_headers=False,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,5 @@
-"""Pieces the endpoint modules share: the runtime lookup, the request deadline, documented errors."""
+"""Pieces the endpoint modules share: the runtime lookup, the auth dependency, reading bodies in time,
+Server-Timing from the runtime's stage timings, and the documented errors."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 
-from fencebox.service.errors import GatewayTimeout
-from fencebox.service.runtime import Route, Runtime
+from fencebox.service.bodies import read_body, read_image_bytes
+from fencebox.service.errors import GatewayTimeout, RequestTimeout
+from fencebox.service.metrics import record_stage
+from fencebox.service.runtime import RequestContext, Route, Runtime
 
 T = TypeVar("T")
 
@@ -20,11 +23,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (401, "API key missing or wrong"),
         (403, "chain override not allowed on this route"),
         (404, "no such model route"),
-        (413, "body or image too large (decompression bombs included)"),
+        (408, "the body did not arrive within limits.read_timeout_s"),
+        (413, "body, image, frames or chain cost over the route's limits (decompression bombs included)"),
         (415, "content type or image format not supported"),
         (429, "query budget exhausted (Retry-After)"),
         (502, "upstream down or bad answer"),
-        (503, "queue full (Retry-After)"),
+        (503, "route at its in-flight limit or queue full (Retry-After)"),
         (504, "deadline or upstream timeout"),
     )
 }
@@ -37,11 +41,50 @@ def runtime_of(request: Request) -> Runtime:
     return rt
 
 
+async def authenticate(request: Request) -> None:
+    """Router dependency: check the API key (401) and note the caller's identity on ``request.state``.
+
+    Attached to every router with ``dependencies=[Depends(authenticate)]``, so a new endpoint
+    cannot forget it; the open endpoints (health, server metadata, metrics) live on their own router.
+    """
+    request.state.identity = runtime_of(request).guard.identify(request)
+
+
+def identity_of(request: Request) -> str:
+    """The caller's identity noted by :func:`authenticate`."""
+    who: str = request.state.identity
+    return who
+
+
+def server_timing(request: Request, ctx: RequestContext) -> None:
+    """Copy the runtime's stage timings of this request into its Server-Timing header."""
+    for stage, seconds in ctx.timings.items():
+        record_stage(request.scope, stage, seconds)
+
+
 async def with_deadline(route: Route, work: Awaitable[T]) -> T:
-    """Await ``work`` within the route's ``limits.timeout_s``; past it, answer 504."""
+    """Await ``work`` within the route's ``limits.timeout_s``; past it, answer 504.
+
+    For work outside the data plane (which has its own deadline with cancellation).
+    """
     limit = route.config.limits.timeout_s
     try:
         async with asyncio.timeout(limit):
             return await work
     except TimeoutError:
         raise GatewayTimeout(f"route '{route.name}' did not answer within {limit:g} s") from None
+
+
+async def read_within(request: Request, route: Route, max_bytes: int, image_body: bool) -> bytes:
+    """Read the body (raw image or multipart when ``image_body``, else raw) within ``limits.read_timeout_s``.
+
+    A slow upload is cut off with 408 instead of holding a slot for as long as the client likes.
+    """
+    limit = route.config.limits.read_timeout_s
+    try:
+        async with asyncio.timeout(limit):
+            if image_body:
+                return await read_image_bytes(request, max_bytes)
+            return await read_body(request, max_bytes)
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {limit:g} s (limits.read_timeout_s)") from None

@@ -14,13 +14,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fencebox.errors import DataError, FenceboxError, InputError, ModelError, SpecError
+from fencebox.errors import (
+    Cancelled,
+    ConfigError,
+    DataError,
+    FenceboxError,
+    InputError,
+    ModelError,
+    SpecError,
+)
 from fencebox.image import ImageTooLarge, UnsupportedImage
 
 log = logging.getLogger("fencebox.service")
 
 
-class ServiceError(Exception):
+class ServiceError(FenceboxError):
     """An error with an HTTP status, a machine-readable code and a message for the client."""
 
     status: int = 500
@@ -42,6 +50,12 @@ class Unauthorized(ServiceError):
     """No or a wrong API key (401)."""
 
     status, code = 401, "unauthorized"
+
+
+class RequestTimeout(ServiceError):
+    """The body did not arrive within the route's ``limits.read_timeout_s`` (408)."""
+
+    status, code = 408, "request_timeout"
 
 
 class Forbidden(ServiceError):
@@ -101,11 +115,13 @@ def classify(exc: BaseException) -> ServiceError:
     """Map any exception raised while serving to the ServiceError the client sees."""
     if isinstance(exc, ServiceError):
         return exc
+    if isinstance(exc, Cancelled):
+        return GatewayTimeout(str(exc))
     if isinstance(exc, ImageTooLarge):
         return PayloadTooLarge(str(exc))
     if isinstance(exc, UnsupportedImage):
         return UnsupportedMediaType(str(exc))
-    if isinstance(exc, InputError | SpecError | DataError):
+    if isinstance(exc, InputError | SpecError | DataError | ConfigError):
         return BadRequest(str(exc))
     if isinstance(exc, ModelError):
         return ServiceError(f"model error: {exc}")
@@ -124,8 +140,15 @@ def json_error(
 
 
 def error_response(err: ServiceError, request: Request | None = None) -> JSONResponse:
-    """The JSON body and headers for ``err`` (noting its code for the error metric)."""
-    return json_error(request, err.status, err.code, err.message, err.headers)
+    """The JSON body and headers for ``err`` (noting its code for the error metric).
+
+    A 500 is a bug whose state we cannot vouch for: it closes the connection (``Connection: close``),
+    so the client's next request opens a fresh one instead of failing on a dropped keep-alive.
+    """
+    headers = dict(err.headers)
+    if err.status == 500:
+        headers["Connection"] = "close"
+    return json_error(request, err.status, err.code, err.message, headers)
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
     0.0005,
     0.001,
     0.0025,
@@ -75,6 +77,16 @@ class Metrics:
         )
         self.upstream_errors = Counter(
             "fencebox_upstream_errors", "Upstream failures by route and kind", ["route", "kind"], registry=r
+        )
+        self.in_flight = Gauge(
+            "fencebox_in_flight", "Requests admitted and not yet answered", ["route"], registry=r
+        )
+        self.refusal = Histogram(
+            "fencebox_refusal_seconds",
+            "Server-side time to answer a refusal (429 budget, 503 overload) by status",
+            ["status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.rejected = Counter(
             "fencebox_rejected",
@@ -143,6 +155,8 @@ class TimingMiddleware:
             m = self.metrics
             m.requests.labels(endpoint, scope.get("method", ""), str(status)).inc()
             m.latency.labels(endpoint).observe(elapsed)
+            if status in (429, 503):
+                m.refusal.labels(str(status)).observe(elapsed)
             if status >= 400:
                 m.errors.labels(
                     endpoint, scope.get("fencebox.error", error_code[0] if error_code else str(status))

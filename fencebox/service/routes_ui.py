@@ -239,6 +239,8 @@ def _check_sizes(route: Route, stages: list[Stage]) -> None:
 def _stages_answer(route: Route, data: bytes, chain: Transform, seed: int | None) -> dict[str, Any]:
     """Decode and fit the image exactly as /v1/predict does, run the stages, encode everything (in the pool)."""
     original, t_dec, _ = route.prepare(data, EMPTY_CHAIN)
+    n, h, w, c = original.shape
+    route.check_cost(chain, (n, h, w, c))  # the route's cost limits, before any stage runs
     stages = run_stages(chain, original, seed)
     _check_sizes(route, stages)
     final = route.purify_batch(stages[-1].image if stages else original, EMPTY_CHAIN)

@@ -1,23 +1,34 @@
-"""REST endpoints: ``POST /v1/purify``, ``POST /v1/predict``, ``GET /v1/models`` and ``GET /metrics``."""
+"""REST endpoints: ``POST /v1/purify``, ``POST /v1/predict`` and ``GET /v1/models``.
+
+Order of a request, cheapest refusal first: API key (router dependency), route, chain override
+(parsed, not run), the route's in-flight limit (503), the query budget (429), then the body (413 past
+the size limit, 408 past ``read_timeout_s``), and only then the data plane (decode, cost check, chain,
+model) under the deadline.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from fencebox.service.bodies import IMAGE_BODY_OPENAPI, read_image_bytes
-from fencebox.service.common import ERROR_RESPONSES, runtime_of, with_deadline
-from fencebox.service.metrics import record_stage
+from fencebox.service import dataplane
+from fencebox.service.bodies import IMAGE_BODY_OPENAPI
+from fencebox.service.common import (
+    ERROR_RESPONSES,
+    authenticate,
+    identity_of,
+    read_within,
+    runtime_of,
+    server_timing,
+)
 from fencebox.service.policy import rest_answers
 from fencebox.service.routes_ui import purify_stages, refuse_seed_without_stages, seed_query
-from fencebox.service.runtime import Route, Runtime
-from fencebox.transforms.base import Transform
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(authenticate)])
+"""The REST endpoints; every one of them requires the API key (when keys are configured)."""
 
 
 class TopK(BaseModel):
@@ -35,23 +46,6 @@ class Prediction(BaseModel):
     class_name: str
     topk: list[TopK] | None = None
     scores: dict[str, float] | None = None
-
-
-async def _admit(
-    request: Request, model: str | None, chain: str | None
-) -> tuple[Runtime, Route, Transform, bytes]:
-    """What both image endpoints do first: authenticate, pick the route and its chain, charge, read the image.
-
-    The order matters: a wrong key, route or override is refused before the budget is charged, and
-    the body is read only once the request is allowed.
-    """
-    rt = runtime_of(request)
-    who = rt.guard.identify(request)
-    route = rt.route(model)
-    chosen = route.chain_for(chain)
-    rt.guard.charge(who)
-    data = await read_image_bytes(request, route.config.limits.max_body_bytes)
-    return rt, route, chosen, data
 
 
 @router.post(
@@ -80,13 +74,16 @@ async def purify(
     if stages:
         return await purify_stages(request, model, chain, seed)
     refuse_seed_without_stages(seed)
-    rt, route, chosen, data = await _admit(request, model, chain)
-    body, media, t_dec, t_chain, t_enc = await with_deadline(
-        route, rt.run(route.purify_image, data, chosen, format)
-    )
-    for stage, s in (("decode", t_dec), ("chain", t_chain), ("encode", t_enc)):
-        record_stage(request.scope, stage, s)
-        rt.metrics.stage.labels(route.name, stage).observe(s)
+    rt = runtime_of(request)
+    route = rt.route(model)
+    chosen = route.chain_for(chain)
+    with dataplane.admitted(route) as ctx:
+        rt.guard.charge(identity_of(request))
+        data = await read_within(request, route, route.config.limits.max_body_bytes, image_body=True)
+        try:
+            body, media = await dataplane.purify(rt, ctx, data, chosen, format)
+        finally:
+            server_timing(request, ctx)
     return Response(body, media_type=media, headers={"X-Fencebox-Chain": str(chosen)})
 
 
@@ -104,19 +101,16 @@ async def predict(
     chain: str | None = Query(None, max_length=2000, description="chain override, where the route allows it"),
 ) -> JSONResponse:
     """Decode, purify and classify one image; answer only what the route's output policy allows."""
-    rt, route, chosen, data = await _admit(request, model, chain)
-
-    async def work() -> tuple[Any, ...]:
-        with route.batcher.expect():
-            purified, t_dec, t_chain = await rt.run(route.prepare, data, chosen)
-        out, t_queue, t_model = await route.batcher.submit(purified)
-        return out, t_dec, t_chain, t_queue, t_model
-
-    out, t_dec, t_chain, t_queue, t_model = await with_deadline(route, work())
-    for stage, s in (("decode", t_dec), ("chain", t_chain), ("queue", t_queue), ("model", t_model)):
-        record_stage(request.scope, stage, s)
-        if stage != "model":
-            rt.metrics.stage.labels(route.name, stage).observe(s)
+    rt = runtime_of(request)
+    route = rt.route(model)
+    chosen = route.chain_for(chain)
+    with dataplane.admitted(route) as ctx:
+        rt.guard.charge(identity_of(request))
+        data = await read_within(request, route, route.config.limits.max_body_bytes, image_body=True)
+        try:
+            out = await dataplane.predict(rt, ctx, data, chosen)
+        finally:
+            server_timing(request, ctx)
     b = route.backend
     answer = rest_answers(out, b.outputs, b.class_names, route.config.policy, route.config.topk)[0]
     headers = {"X-Fencebox-Chain": str(chosen)}
@@ -127,7 +121,6 @@ async def predict(
 async def models(request: Request) -> dict[str, Any]:
     """Each route's name, chain, backend, input shape and output policy."""
     rt = runtime_of(request)
-    rt.guard.identify(request)
     return {
         "default": rt.settings.default.name,
         "models": [
@@ -142,12 +135,3 @@ async def models(request: Request) -> dict[str, Any]:
             for r in rt.routes.values()
         ],
     }
-
-
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
-async def metrics(request: Request) -> Response:
-    """The Prometheus exposition of this service's registry."""
-    rt = runtime_of(request)
-    for r in rt.routes.values():
-        rt.metrics.queue_depth.labels(r.name).set(r.batcher.depth)
-    return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)

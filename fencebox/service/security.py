@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from starlette.requests import Request
 
@@ -55,18 +55,27 @@ class Guard:
         return bool(self._digests)
 
     @staticmethod
-    def _presented(request: Request) -> str | None:
-        auth = request.headers.get("authorization")
+    def presented_key(headers: Mapping[str, str]) -> str | None:
+        """The key in ``authorization: Bearer <key>`` or ``x-api-key`` (HTTP headers or gRPC metadata)."""
+        auth = headers.get("authorization")
         if auth and auth[:7].lower() == "bearer ":
             return auth[7:].strip()
-        return request.headers.get("x-api-key")
+        return headers.get("x-api-key")
 
     def identify(self, request: Request) -> str:
         """Return the caller's identity (key index or client address); raise Unauthorized when keys are required."""
+        client = request.client
+        return self.authenticate(self.presented_key(request.headers), client.host if client else None)
+
+    def authenticate(self, given: str | None, peer: str | None) -> str:
+        """The identity of a caller presenting key ``given`` from address ``peer``, whatever the protocol.
+
+        Without configured keys the identity is the address: the socket's peer, or what a proxy listed
+        in ``forwarded_allow_ips`` says (never a header from anyone else, so a fresh X-Forwarded-For
+        per request does not buy a fresh budget); with keys, Unauthorized unless one matches.
+        """
         if not self._digests:
-            client = request.client
-            return f"addr:{client.host}" if client else "addr:unknown"
-        given = self._presented(request)
+            return f"addr:{peer}" if peer else "addr:unknown"
         if not given:
             self._on_reject("no_key")
             raise Unauthorized(
@@ -104,6 +113,21 @@ class Guard:
                 f"retry in {wait:.1f} s",
                 headers=retry_after(wait),
             )
+
+    def charge_rest(self, identity: str, total: float, paid: float) -> None:
+        """Charge what a request costs beyond the ``paid`` part charged up front (V2: once its shape is known).
+
+        A request costing more than the whole burst could never be served: 400 saying so.
+        """
+        if not self.rate.enabled:
+            return
+        if total > self.rate.burst:
+            raise BadRequest(
+                f"this request costs {total:g} queries, more than the query budget's burst of "
+                f"{self.rate.burst:g}: send at most {int(self.rate.burst)} images per request"
+            )
+        if total > paid:
+            self.charge(identity, total - paid)
 
     def tracked_callers(self) -> int:
         """How many callers' budgets are held in memory."""

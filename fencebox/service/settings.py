@@ -19,7 +19,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from fencebox.errors import SpecError
+from fencebox.errors import ConfigError
 
 Policy = Literal["label", "topk", "rounded", "scores"]
 
@@ -32,10 +32,17 @@ class BackendConfig(_Strict):
     """Where a route's model runs: ``local`` (a fencebox model reference) or ``upstream`` (a V2 server)."""
 
     kind: Literal["local", "upstream"] = "local"
+    protocol: Literal["http", "grpc"] = Field(
+        default="http",
+        description="upstream: the Open Inference Protocol flavour to speak (grpc needs the grpc extra)",
+    )
     model: str = Field(
         default="builtin:mnist", description="local: a model reference for fencebox.models.load_model"
     )
-    url: str | None = Field(default=None, description="upstream: base URL of a V2 (KServe/Triton) server")
+    url: str | None = Field(
+        default=None,
+        description="upstream: base URL of a V2 (KServe/Triton) server (grpc: host:port or grpc://host:port)",
+    )
     upstream_model: str | None = Field(
         default=None, description="upstream: the model's name there (default: route)"
     )
@@ -61,6 +68,8 @@ class BackendConfig(_Strict):
         if self.kind == "upstream":
             if not self.url:
                 raise ValueError("an upstream backend needs 'url' (e.g. http://127.0.0.1:8080)")
+            if self.protocol == "grpc" and "://" in self.url.removeprefix("grpc://"):
+                raise ValueError(f"a grpc upstream's url is host:port or grpc://host:port, got {self.url!r}")
             if self.input_shape is None:
                 raise ValueError("an upstream backend needs 'input_shape': [H, W, C] of the upstream model")
             if self.input_shape[2] not in (1, 3) or min(self.input_shape) < 1:
@@ -71,13 +80,29 @@ class BackendConfig(_Strict):
 
 
 class LimitsConfig(_Strict):
-    """Per-route limits on untrusted input and on time."""
+    """Per-route limits on untrusted input, on work and on time (see docs/service.md, "Limits")."""
 
-    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
-    max_pixels: int = Field(default=4096 * 4096, ge=1)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="encoded image bodies (v1)")
+    max_v2_body_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="V2 bodies; default: max_images x the input tensor, with headroom for JSON text",
+    )
+    max_pixels: int = Field(default=4096 * 4096, ge=1, description="decoded pixels (a 12 Mpx photo fits)")
     max_side: int = Field(default=16384, ge=1)
+    max_frames: int = Field(default=100, ge=1, description="frames of an animation (counted up to this)")
     max_images: int = Field(default=64, ge=1, description="most images in one V2 request")
+    max_chain_cost: float = Field(
+        default=1e9, gt=0, description="most pixel-operations (Transform.cost) a chain may cost per request"
+    )
+    max_output_pixels: int = Field(
+        default=4096 * 4096, ge=1, description="most pixels per image a chain may produce"
+    )
+    max_in_flight: int = Field(
+        default=64, ge=1, description="requests admitted at once; beyond it 503 before reading the body"
+    )
     timeout_s: float = Field(default=30.0, gt=0, description="deadline for one request (504 past it)")
+    read_timeout_s: float = Field(default=30.0, gt=0, description="time to receive the body (408 past it)")
     animated: Literal["first", "refuse"] = "first"
 
 
@@ -167,11 +192,25 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    grpc_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="also serve the Open Inference Protocol over gRPC on this port (null: off; needs the grpc extra)",
+    )
     routes: list[RouteConfig] = Field(default_factory=default_routes)
     default_route: str | None = None
     api_keys: list[SecretStr] = Field(default_factory=list)
     rate_limit: RateLimitConfig = Field(default_factory=lambda: RateLimitConfig())
-    threads: int = Field(default=4, ge=1, description="worker threads for decoding, chains and local models")
+    threads: int = Field(default=4, ge=1, description="worker threads for decoding and chains")
+    model_threads: int = Field(default=2, ge=1, description="worker threads for local models (own pool)")
+    parse_processes: int = Field(
+        default=2, ge=0, description="processes parsing large V2 bodies off the GIL (0: threads only)"
+    )
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=list,
+        description="proxies whose X-Forwarded-For/-Proto are trusted (default: none, not even loopback)",
+    )
     torch_threads: int | None = Field(
         default=1, ge=1, description="torch intra-op threads while serving (null: torch's default)"
     )
@@ -217,7 +256,7 @@ class Settings(BaseSettings):
 def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
     """Build Settings from an optional YAML file, the environment and explicit overrides.
 
-    Raises SpecError naming the file and the offending field when the configuration is invalid.
+    Raises ConfigError naming the file and the offending field when the configuration is invalid.
     """
     import yaml
     from pydantic import ValidationError
@@ -226,20 +265,20 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
     if config is not None:
         path = Path(config)
         if not path.is_file():
-            raise SpecError(f"config file {str(path)!r} does not exist")
+            raise ConfigError(f"config file {str(path)!r} does not exist")
         cls = type(
             "FileSettings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": path}}
         )
     try:
         return cls(**{k: v for k, v in overrides.items() if v is not None})
     except yaml.YAMLError as exc:
-        raise SpecError(f"config file {str(config)!r} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {str(config)!r} is not valid YAML: {exc}") from None
     except UnicodeDecodeError:
-        raise SpecError(f"config file {str(config)!r} is not UTF-8 text (a YAML file expected)") from None
+        raise ConfigError(f"config file {str(config)!r} is not UTF-8 text (a YAML file expected)") from None
     except ValidationError as exc:
         where = f" in {config}" if config is not None else ""
         lines = [
             f"  {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
             for e in exc.errors(include_url=False)
         ]
-        raise SpecError(f"invalid service configuration{where}:\n" + "\n".join(lines)) from None
+        raise ConfigError(f"invalid service configuration{where}:\n" + "\n".join(lines)) from None

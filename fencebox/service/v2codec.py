@@ -7,12 +7,19 @@ set, in order.  Used by the service's V2 endpoints and by the upstream backend.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
+
+from fencebox.errors import FenceboxError
+
+MAX_DIM = 2**31 - 1
+"""Largest dimension a shape may have (larger ones are refused, never reshaped)."""
+MAX_ELEMENTS = 2**40
+"""Largest element count a shape may describe."""
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -32,8 +39,55 @@ DTYPES: dict[str, np.dtype[Any]] = {
 }
 
 
-class V2FormatError(ValueError):
+class V2FormatError(FenceboxError):
     """A V2 message does not follow the protocol (bad JSON, sizes, datatypes)."""
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a receiver accepts, checked from each tensor's header before its data is converted.
+
+    ``shape`` uses -1 for the batch dimension, which must lie in [1, ``max_batch``].  Picklable, so
+    a worker process can apply it.  Messages name what was expected (``describe``).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    datatypes: tuple[str, ...]
+    max_batch: int
+    describe: str = ""
+
+    def check(self, name: str, datatype: Any, shape: list[int]) -> None:
+        """Raise V2FormatError unless one tensor ``name`` of an accepted datatype and shape is described."""
+        hint = f"; {self.describe}" if self.describe else ""
+        if name != self.name:
+            raise V2FormatError(f"got inputs {[name]}{hint}")
+        if datatype not in self.datatypes:
+            raise V2FormatError(f"input '{name}' has datatype {datatype}{hint}")
+        fixed = [d for d in self.shape if d >= 0]
+        ok = len(shape) == len(self.shape) and all(
+            want < 0 or got == want for want, got in zip(self.shape, shape, strict=True)
+        )
+        if not ok or not fixed:
+            raise V2FormatError(f"input '{name}' has shape {shape}{hint}")
+        batch = math.prod(got for want, got in zip(self.shape, shape, strict=True) if want < 0)
+        if batch < 1:
+            raise V2FormatError(f"input '{name}' has shape {shape} (no images){hint}")
+        if batch > self.max_batch:
+            raise V2FormatError(
+                f"{batch} images in one request; this route accepts at most {self.max_batch}{hint}"
+            )
+
+    def max_bytes(self, json_headroom: float = 6.0) -> int:
+        """Largest body this receiver can need: ``max_batch`` tensors of the widest datatype, as JSON text.
+
+        JSON spends up to ``json_headroom`` characters per value ("255," is 4, "0.123456," 9 for
+        FP32 written short); plus 64 KiB for the header fields.
+        """
+        values = self.max_batch * math.prod(d for d in self.shape if d >= 0)
+        widest = max(DTYPES[d].itemsize for d in self.datatypes)
+        per_value = max(float(widest), json_headroom * (2.0 if widest >= 4 else 1.0))
+        return int(values * per_value) + 65536
 
 
 @dataclass
@@ -63,10 +117,17 @@ def _shape(value: Any, where: str) -> list[int]:
         raise V2FormatError(f"{where}: 'shape' must be a list of integers, got {value!r}")
     if any(d < 0 for d in value):
         raise V2FormatError(f"{where}: 'shape' must not have negative dimensions, got {value}")
+    if len(value) > 16 or any(d > MAX_DIM for d in value) or math.prod(value) > MAX_ELEMENTS:
+        raise V2FormatError(
+            f"{where}: 'shape' {value} is too large (at most 16 dimensions of at most {MAX_DIM}, "
+            f"{MAX_ELEMENTS} elements)"
+        )
     return list(value)
 
 
-def _tensor(entry: Any, key: str, binary: memoryview, offset: int) -> tuple[Tensor, int]:
+def _tensor(
+    entry: Any, key: str, binary: memoryview, offset: int, expect: Expect | None = None
+) -> tuple[Tensor, int]:
     if not isinstance(entry, dict):
         raise V2FormatError(f"each of '{key}' must be an object with name, datatype, shape and data")
     name = entry.get("name")
@@ -79,6 +140,8 @@ def _tensor(entry: Any, key: str, binary: memoryview, offset: int) -> tuple[Tens
             f"{where}: datatype {datatype!r} is not supported; use one of {', '.join(DTYPES)}"
         )
     shape = _shape(entry.get("shape"), where)
+    if expect is not None:
+        expect.check(name, datatype, shape)
     count = math.prod(shape)
     dtype = DTYPES[datatype]
     params = entry.get("parameters") or {}
@@ -101,6 +164,12 @@ def _tensor(entry: Any, key: str, binary: memoryview, offset: int) -> tuple[Tens
         data = entry.get("data")
         if data is None:
             raise V2FormatError(f"{where}: no 'data' and no binary_data_size")
+        # flat (count values) or nested (shape[0] rows): anything else is refused before converting
+        top = len(data) if isinstance(data, list) else -1
+        if top not in (count, shape[0] if shape else 1):
+            raise V2FormatError(
+                f"{where}: 'data' has {top} top-level entries but shape {shape} needs {count}"
+            )
         arr = _json_values(data, dtype, datatype, where)
         if arr.size != count:
             raise V2FormatError(f"{where}: 'data' has {arr.size} values but shape {shape} needs {count}")
@@ -130,8 +199,14 @@ def _json_values(data: Any, dtype: np.dtype[Any], datatype: str, where: str) -> 
         raise bad from None
 
 
-def decode(body: bytes, header_length: str | None, key: str = "inputs") -> Message:
-    """Decode a V2 request (``key='inputs'``) or response (``key='outputs'``) body."""
+def decode(
+    body: bytes, header_length: str | None, key: str = "inputs", expect: Expect | None = None
+) -> Message:
+    """Decode a V2 request (``key='inputs'``) or response (``key='outputs'``) body.
+
+    With ``expect``, the message must hold exactly one tensor it accepts, checked before its data
+    is converted (a wrong shape costs the JSON parse, never the conversion).
+    """
     if header_length is not None:
         try:
             hl = int(header_length)
@@ -146,21 +221,27 @@ def decode(body: bytes, header_length: str | None, key: str = "inputs") -> Messa
     else:
         hl = len(body)
     try:
-        header = json.loads(bytes(body[:hl]))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        header = orjson.loads(memoryview(body)[:hl])
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):  # '[[[[...' over 1024 deep: a client error, never a server crash
+            raise V2FormatError("the request's JSON is nested too deeply (over 1024 levels)") from None
         raise V2FormatError(f"the request is not valid JSON: {exc}") from None
-    except RecursionError:  # e.g. '[[[[...' thousands deep: a client error, not a server crash
+    except RecursionError:
         raise V2FormatError("the request's JSON is nested too deeply") from None
     if not isinstance(header, dict):
         raise V2FormatError("the V2 message must be a JSON object")
     entries = header.get(key)
     if not isinstance(entries, list) or not entries:
         raise V2FormatError(f"the V2 message needs a non-empty '{key}' list")
+    if expect is not None and len(entries) != 1:
+        names = [e.get("name") if isinstance(e, dict) else None for e in entries]
+        hint = f"; {expect.describe}" if expect.describe else ""
+        raise V2FormatError(f"got {len(entries)} inputs {names}{hint}")
     binary = memoryview(body)[hl:]
     offset = 0
     tensors = []
     for entry in entries:
-        t, offset = _tensor(entry, key, binary, offset)
+        t, offset = _tensor(entry, key, binary, offset, expect)
         tensors.append(t)
     params = header.get("parameters") or {}
     outputs = header.get("outputs") or []
@@ -193,10 +274,36 @@ def encode(
             entry["parameters"] = params
         entries.append(entry)
     doc = {**head, key: entries}
-    header = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    header = orjson.dumps(doc)
     if not blobs:
         return header, {"content-type": "application/json"}
     return header + b"".join(blobs), {
         "content-type": "application/octet-stream",
         HEADER_LENGTH: str(len(header)),
     }
+
+
+def worker_ready() -> bool:
+    """A no-op for warming a parse worker process up (importing this module is its start-up cost)."""
+    return True
+
+
+def decode_images(body: bytes, header_length: str | None, expect: Expect) -> tuple[Message, np.ndarray]:
+    """Decode a V2 request holding one image tensor ``expect`` accepts -> (message, uint8 NHWC batch).
+
+    UINT8 data is taken as is; FP32 must hold finite values in [0, 1] and is rounded to uint8.
+    The message's tensor keeps its header fields but not its data (the batch is returned once).
+    A plain function of plain data, so a worker process can run it for large bodies.
+    """
+    msg = decode(body, header_length, key="inputs", expect=expect)
+    t = msg.tensors[0]
+    hint = f"; {expect.describe}" if expect.describe else ""
+    if t.datatype == "UINT8":
+        batch = np.array(t.data, dtype=np.uint8, order="C", copy=True)  # writable: torch refuses read-only
+    else:
+        x = t.data.astype(np.float32, copy=False)
+        if x.size and (not np.all(np.isfinite(x)) or float(x.min()) < 0.0 or float(x.max()) > 1.0):
+            raise V2FormatError(f"FP32 input '{t.name}' must hold finite values in [0, 1]{hint}")
+        batch = np.ascontiguousarray(np.rint(x * np.float32(255.0)).astype(np.uint8))
+    t.data = np.empty((0,), np.uint8)
+    return msg, batch

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from fencebox.errors import SpecError
+from fencebox.errors import ConfigError
 from fencebox.service.budgets import BudgetUnavailable, RedisBucketStore
 from fencebox.service.settings import RateLimitConfig, load_settings
 from tests.images import digit, png
@@ -234,8 +234,8 @@ def test_store_without_redis_fails_per_mode() -> None:
 def test_redis_backend_needs_a_url(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("rate_limit: {enabled: true, backend: redis}\n")
-    with pytest.raises(SpecError, match="redis_url"):
+    with pytest.raises(ConfigError, match="redis_url"):
         load_settings(path)
     path.write_text("rate_limit: {enabled: true, backend: redis, redis_url: 'http://redis:6379'}\n")
-    with pytest.raises(SpecError, match="redis://"):
+    with pytest.raises(ConfigError, match="redis://"):
         load_settings(path)

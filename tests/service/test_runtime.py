@@ -1,0 +1,135 @@
+"""The runtime's guarantees on a real server: admission at the door, costed chains, deadlines that stop
+work, and the one place stages are timed."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from fencebox.errors import Cancelled
+from fencebox.service.runtime import _in_scope
+from fencebox.service.settings import Settings
+from fencebox.transforms.cancel import CancelToken
+from tests.images import digit, png
+from tests.service.helpers import route
+from tests.test_service_helpers import serve
+
+SLOW_REF = "py:tests.test_service_helpers:slow_model"
+
+
+def _headers_only(url: str, path: str, length: int) -> socket.socket:
+    """Open a connection and send a POST's headers announcing ``length`` bytes, but no body."""
+    host, port = url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=30)
+    s.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {length}\r\n\r\n".encode()
+    )
+    return s
+
+
+def _status(sock: socket.socket) -> int:
+    head = sock.recv(65536).split(b"\r\n", 1)[0]
+    return int(head.split()[1])
+
+
+def test_admission_refuses_at_the_door_before_reading_the_body() -> None:
+    settings = Settings(
+        routes=[route(backend={"kind": "local", "model": SLOW_REF}, limits={"max_in_flight": 1})], threads=2
+    )
+    with serve(settings) as s:
+        hold = _headers_only(s.url, "/v1/predict", 10_000)  # admitted, then waits for its body
+        time.sleep(0.3)
+        t = time.perf_counter()
+        r = httpx.post(s.url + "/v1/predict", content=png(digit()), timeout=30)
+        took = time.perf_counter() - t
+        assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1, r.text
+        assert "in flight" in r.json()["error"]
+        assert took < 5.0  # generous for a loaded CI box: it never waits for the slot
+        metrics = httpx.get(s.url + "/metrics").text
+        assert 'fencebox_rejected_total{reason="in_flight"} 1.0' in metrics
+        assert 'fencebox_refusal_seconds_count{status="503"} 1.0' in metrics
+        hold.close()
+        time.sleep(0.3)
+        assert httpx.post(s.url + "/v1/predict", content=png(digit()), timeout=30).status_code == 200
+
+
+def test_slow_upload_gets_408() -> None:
+    settings = Settings(routes=[route(limits={"read_timeout_s": 0.5})], threads=2)
+    with serve(settings) as s:
+        sock = _headers_only(s.url, "/v1/predict", 10_000)
+        sock.sendall(b"\x89PNG")  # a few bytes, then nothing
+        assert _status(sock) == 408
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    ("chain", "words"),
+    [
+        ("resize_pad(min_scale=8, max_scale=8, out_size=16384)", "max_output_pixels is"),
+        ("tv_min(iterations=100000)", "max_chain_cost is"),
+    ],
+)
+def test_costly_overrides_are_refused_before_they_run(chain: str, words: str) -> None:
+    with serve(Settings(routes=[route(allow_chain_override=True)], threads=2)) as s:
+        t = time.perf_counter()
+        r = httpx.post(s.url + "/v1/predict", params={"chain": chain}, content=png(digit()), timeout=60)
+        assert r.status_code == 413 and words in r.json()["error"], r.text
+        assert time.perf_counter() - t < 5.0  # refused from the declared cost (the run took 11-18 s)
+
+
+def test_cpu_stops_within_a_second_of_the_504() -> None:
+    """tv_min checks the request's cancel token: after the 504 the process goes idle (CPU time of
+    this process only, so other load on the machine cannot make it flaky)."""
+    settings = Settings(
+        routes=[route(allow_chain_override=True, limits={"timeout_s": 1.0, "max_chain_cost": 1e12})],
+        threads=2,
+    )
+    with serve(settings) as s:
+        r = httpx.post(
+            s.url + "/v1/predict",
+            params={"chain": "tv_min(iterations=100000)"},
+            content=png(digit()),
+            timeout=60,
+        )
+        assert r.status_code == 504, r.text
+        time.sleep(1.0)  # the cancelled work reaches its next check within this second
+        cpu = time.process_time()
+        time.sleep(1.0)
+        assert time.process_time() - cpu < 0.3  # idle (tv_min alone keeps a core at 100%)
+
+
+def test_work_past_its_deadline_is_dropped_before_it_starts() -> None:
+    calls: list[int] = []
+    expired = CancelToken(deadline=time.monotonic() - 1)
+    with pytest.raises(Cancelled):
+        _in_scope(expired, calls.append, 1)
+    assert calls == []
+    assert _in_scope(CancelToken(), lambda: 7) == 7
+
+
+def test_purify_and_predict_agree_on_the_smallest_image() -> None:
+    with (
+        serve(Settings(routes=[route(chain="median(size=3)")], threads=2)) as s,
+        httpx.Client(base_url=s.url) as c,
+    ):
+        for side, ok in ((2, False), (3, True)):
+            img = png(np.full((side, side), 100, np.uint8))
+            codes = {
+                c.post("/v1/purify", content=img).status_code,
+                c.post("/v1/predict", content=img).status_code,
+            }
+            assert codes == ({200} if ok else {400}), (side, codes)
+
+
+def test_stage_timings_come_from_the_runtime() -> None:
+    with serve(Settings(routes=[route()], threads=2)) as s:
+        r = httpx.post(s.url + "/v1/predict", content=png(digit()), timeout=30)
+        for stage in ("decode", "chain", "queue", "model", "total"):
+            assert f"{stage};dur=" in r.headers["server-timing"]
+        metrics = httpx.get(s.url + "/metrics").text
+        for stage in ("decode", "chain", "queue", "model"):
+            assert f'fencebox_stage_seconds_count{{route="tiny",stage="{stage}"}} 1.0' in metrics
