@@ -168,9 +168,9 @@ class GrpcUpstreamBackend(Backend):
                 ) from None
             if code == grpc.StatusCode.UNAVAILABLE:
                 await self._reset()
+                log.warning("route %s: upstream grpc %s unavailable: %s", self.route, self.target, details)
                 raise self._fail(
-                    "down",
-                    UpstreamError(f"the upstream model server is unreachable (gRPC UNAVAILABLE: {details})"),
+                    "down", UpstreamError("the upstream model server is unreachable (gRPC UNAVAILABLE)")
                 ) from None
             raise self._fail(
                 "bad_status", UpstreamError(f"the upstream model server answered gRPC {code.name}: {details}")

@@ -1,4 +1,5 @@
-"""TorchScript and ONNX round trips: export a built-in, load it back, get the same predictions."""
+"""Torch models (``fencebox.models.torch_model``): the Classifier interface of a built-in, and TorchScript
+round trips (export a built-in, load it back, get the same predictions)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from fencebox.models import load_dataset, load_model
+from fencebox.errors import InputError
+from fencebox.models import Classifier, load_dataset, load_model
 from fencebox.models.loaders import WEIGHTS_DIR
-
-
-@pytest.fixture(scope="module")
-def digits() -> np.ndarray:
-    return load_dataset("builtin:mnist-test")[0][:200]
 
 
 def test_torchscript_round_trip(tmp_path: Path, digits: np.ndarray) -> None:
@@ -43,24 +40,18 @@ def test_torchscript_needs_a_shape(tmp_path: Path) -> None:
     assert load_model(f"torchscript:{path}", device="cpu").card.name == "mnist"
 
 
-def test_onnx_round_trip(tmp_path: Path, digits: np.ndarray) -> None:
+def test_classifier_interface() -> None:
     model = load_model("builtin:mnist", device="cpu")
-    path = tmp_path / "mnist.onnx"
-    module = model.torch_module()
-    assert module is not None
-    torch.onnx.export(
-        module,
-        (torch.rand(1, 1, 28, 28),),
-        str(path),
-        input_names=["x"],
-        output_names=["logits"],
-        dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
-        dynamo=False,
-    )
-    loaded = load_model(f"onnx:{path}", device="cpu")  # shape from the ONNX input, classes from a dry run
-    assert loaded.card.input_shape == (28, 28, 1) and loaded.num_classes == 10
-    assert loaded.torch_module() is None
-    assert np.array_equal(loaded.predict(digits), model.predict(digits))
-    np.testing.assert_allclose(loaded.predict_logits(digits), model.predict_logits(digits), atol=1e-4)
-    x = torch.from_numpy(digits[:3]).permute(0, 3, 1, 2).float() / 255
-    np.testing.assert_allclose(loaded.logits(x).numpy(), model.logits(x).detach().numpy(), atol=1e-4)
+    assert isinstance(model, Classifier)
+    x, _ = load_dataset("builtin:mnist-test")
+    logits = model.predict_logits(x[:5])
+    assert logits.shape == (5, 10) and logits.dtype == np.float32
+    assert np.array_equal(model.predict(x[:5]), logits.argmax(1))
+    xt = (torch.from_numpy(x[:5]).permute(0, 3, 1, 2).float() / 255).requires_grad_(True)
+    model.logits(xt).sum().backward()
+    assert xt.grad is not None and float(xt.grad.abs().sum()) > 0
+    assert model.torch_module() is not None
+    with pytest.raises(InputError, match="28x28x1"):
+        model.predict(np.zeros((1, 32, 32, 3), np.uint8))
+    with pytest.raises(InputError, match="uint8"):
+        model.predict(np.zeros((1, 28, 28, 1), np.float32))
