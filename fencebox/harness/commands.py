@@ -215,9 +215,11 @@ def _evaluate(a: dict[str, Any]) -> None:
     images, labels = load_dataset(a["data"])
     indices = select_indices(len(images), a["n"], a["select"])
     images, labels = images[indices], labels[indices]
-    target = load_model(a["model"], device=a["device"])
+    # with --ray the units run on the workers' GPUs: a driver without one keeps its copy on the CPU
+    driver_device = "cpu" if a["ray"] and not torch.cuda.is_available() else a["device"]
+    target = load_model(a["model"], device=driver_device)
     source_ref = a["source"]
-    source = load_model(source_ref, device=a["device"]) if source_ref else None
+    source = load_model(source_ref, device=driver_device) if source_ref else None
     out: Path = a["out"]
     console = Console(stderr=True)
     classes_seen = len(set(labels.tolist()))

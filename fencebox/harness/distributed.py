@@ -34,6 +34,7 @@ from fencebox.harness.runner import Row, Runner
 from fencebox.harness.shards import ShardedRunner, slice_row, unit_complete
 from fencebox.harness.threats import ESCALATION, THREATS, Threat
 from fencebox.models.base import Classifier
+from fencebox.models.torch_model import TorchClassifier
 from fencebox.transforms.base import Transform
 
 MAX_RETRIES = 3
@@ -94,6 +95,8 @@ class Context:
     model_ref: str
     source: Classifier | None
     source_ref: str | None
+    device: str = "cpu"
+    """Where the units run; a worker moves torch models there (the driver may have no GPU)."""
 
 
 _RUNNERS: dict[str, tuple[ShardedRunner, dict[str, Transform]]] = {}
@@ -105,6 +108,15 @@ def threat_named(name: str) -> Threat:
     return ESCALATION if name == ESCALATION.name else THREATS[name]
 
 
+def move_model(model: Classifier, device: str) -> None:
+    """Put a torch-backed model on ``device`` in place (other models, e.g. ONNX, stay where they run)."""
+    import torch
+
+    if isinstance(model, TorchClassifier) and model.device != torch.device(device):
+        model.device = torch.device(device)
+        model.module = model.module.to(model.device)
+
+
 def worker_runner(token: str, holder: list[Any]) -> tuple[ShardedRunner, dict[str, Transform]]:
     """This process's runner and chains for the evaluation ``token``: built once from the object store."""
     with _LOCK:
@@ -112,6 +124,9 @@ def worker_runner(token: str, holder: list[Any]) -> tuple[ShardedRunner, dict[st
             import ray
 
             ctx: Context = ray.get(holder[0])
+            for model in (ctx.model, ctx.source):
+                if model is not None:
+                    move_model(model, ctx.device)
             _RUNNERS.clear()
             runner = ShardedRunner(
                 ctx.model,
@@ -307,6 +322,7 @@ def prefetch_on_ray(
             model_ref,
             runner.source,
             runner.source_ref,
+            device,
         )
         holder = [ray.put(ctx)]
         token = uuid.uuid4().hex

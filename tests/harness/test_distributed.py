@@ -1,6 +1,6 @@
 """``run_evaluation`` on a real local two-node Ray cluster: the same report as the local run, retries, resume.
 
-Marked ``ray``: they start Ray processes, so they run inside a network namespace that has only
+The tests marked ``ray`` start Ray processes, so they run inside a network namespace that has only
 loopback (``scripts/run_ray_tests.sh``; ``make test`` does it when root).  Small n, a toy model, one
 CPU per node; the whole module takes about a minute on an idle 2-core machine.
 """
@@ -21,11 +21,11 @@ import torch
 
 from fencebox.errors import ConfigError
 from fencebox.harness import Data, EvalConfig, Options, run_evaluation
+from fencebox.harness.distributed import move_model
+from fencebox.models import load_model
 from fencebox.spec import load_chain
 from tests.harness.test_escalation import _useless_source
 from tests.test_harness_toy import ToyMnist, toy_data, toy_model
-
-pytestmark = pytest.mark.ray
 
 N, SHARD = 24, 8
 THREATS = ["transfer", "blackbox-scores"]  # the useless transfer source makes black-box win: escalation runs
@@ -83,6 +83,7 @@ def local_report() -> dict[str, Any]:
         torch.set_num_threads(old)
 
 
+@pytest.mark.ray
 def test_same_seed_gives_the_local_runs_report_with_one_progress_bar(
     cluster: Any, local_report: dict[str, Any]
 ) -> None:
@@ -126,6 +127,7 @@ class TrapSource(ToyMnist):
         raise AssertionError("the trapped worker was not killed")
 
 
+@pytest.mark.ray
 def test_a_worker_killed_inside_its_unit_is_retried_and_counted_once(
     cluster: Any, local_report: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -159,6 +161,7 @@ def test_a_worker_killed_inside_its_unit_is_retried_and_counted_once(
     assert comparable(result["doc"]) == comparable(local_report)
 
 
+@pytest.mark.ray
 def test_a_rerun_after_the_cluster_stopped_reuses_the_finished_units(
     tmp_path: Path, local_report: dict[str, Any]
 ) -> None:
@@ -182,6 +185,7 @@ def test_a_rerun_after_the_cluster_stopped_reuses_the_finished_units(
     assert [r for r in comparable(second)["results"] if r["chain"] == "none"] == old
 
 
+@pytest.mark.ray
 def test_cuda_units_ask_ray_for_gpus_and_a_cluster_without_any_is_refused(cluster: Any) -> None:
     images, labels = toy_data(N)
     with pytest.raises(ConfigError, match="0 GPUs"):
@@ -192,3 +196,11 @@ def test_cuda_units_ask_ray_for_gpus_and_a_cluster_without_any_is_refused(cluste
             _config(),
             _options(ray=cluster.address, device="cuda"),
         )
+
+
+def test_a_worker_moves_torch_models_to_the_units_device() -> None:
+    """What a GPU worker does with a model the driver kept on its CPU (``meta`` stands in for cuda)."""
+    model = load_model("builtin:mnist", device="cpu")
+    move_model(model, "meta")
+    assert model.device.type == "meta"
+    assert {p.device.type for p in model.torch_module().parameters()} == {"meta"}
