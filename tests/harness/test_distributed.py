@@ -108,6 +108,23 @@ def test_same_seed_gives_the_local_runs_report_with_one_progress_bar(
     assert env["units"] == totals[-1] - 1
 
 
+@pytest.mark.ray
+def test_the_cli_joins_a_cluster_and_its_bar_counts_the_units(cluster: Any, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fencebox.cli import app
+
+    args = ["evaluate", "--ray", cluster.address, "-m", "builtin:mnist", "-n", "8", "--shard", "4"]
+    args += ["--fast", "--threat", "oblivious", "--eps", "0.1", "--attacks", "fgsm", "--check-n", "4"]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path)])
+    assert res.exit_code == 0, (res.output, repr(res.exception)[:3000])
+    doc = json.loads((tmp_path / "report.json").read_text())
+    env = doc["environment"]["cluster"]
+    assert doc["config"]["shard"] == 4 and env["nodes"] == 2 and env["driver_units"] == 0
+    steps = env["units"] + 1  # one per unit, then the driver's scoring
+    assert f"{steps}/{steps}" in res.output  # the bar ends full, at the Ray run's own count
+
+
 class TrapSource(ToyMnist):
     """The useless transfer source, except that the first forward anywhere writes its pid and hangs."""
 
