@@ -25,11 +25,13 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-test
 serve: $(VENV)/.installed-base
 	$(BIN)/fencebox serve --host $(HOST) --port $(PORT) $(ARGS)
 
-## test: set up, then lint, type-check and run the whole test suite
+## test: set up, then lint, type-check and run the whole test suite; the Ray tests (marked `ray`) run
+## inside a loopback-only network namespace (unshare -n, needs root); without root they are skipped loudly
 test: $(VENV)/.installed-test lint
 	@if [ ! -x "$${FENCEBOX_CHROMIUM:-/usr/bin/chromium}" ] && ! command -v chromium >/dev/null 2>&1; then \
 	  echo "!!!!!!!!!! NO CHROMIUM FOUND: the /ui browser tests will be SKIPPED (apt-get install chromium) !!!!!!!!!!"; fi
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not ray" $(PYTEST_ARGS)
+	PYTHON=$(BIN)/python scripts/run_ray_tests.sh -q $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check fencebox tests benchmarks scripts

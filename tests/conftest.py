@@ -4,6 +4,7 @@ the ``one_torch_thread`` fixture for modules that want a single intra-op thread 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -30,3 +31,21 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def loopback_only() -> bool:
+    """Whether this process sees no network interface but loopback (inside ``unshare -n``)."""
+    return {name for _, name in socket.if_nameindex()} <= {"lo"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the ``ray`` tests, loudly, outside a loopback-only network namespace: Ray would bind to
+    the machine's address.  ``scripts/run_ray_tests.sh`` (``make test`` as root) runs them inside one."""
+    if loopback_only():
+        return
+    skip = pytest.mark.skip(
+        reason="Ray tests run only in a loopback-only network namespace: run scripts/run_ray_tests.sh as root"
+    )
+    for item in items:
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(skip)

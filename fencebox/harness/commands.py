@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import typer
+from typer import _click
+from typer.core import TyperCommand
 
 from fencebox.cli_errors import exit_on_error
 from fencebox.errors import ConfigError
@@ -137,6 +139,18 @@ def evaluate(
         "--route",
         help="with a service URL: CHAIN:POLICY=ROUTE mapping, e.g. fencebox-default:label=mnist",
     ),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        metavar="[ADDRESS]",
+        help="run the units as Ray tasks: '--ray' alone starts a local Ray, '--ray auto' joins this "
+        "machine's cluster, '--ray HOST:PORT' joins a cluster (pip install 'fencebox\\[ray]')",
+    ),
+    shard: int | None = typer.Option(
+        None,
+        "--shard",
+        help="examples per unit shard (default: all in one; 32 with --ray); same shards, same results",
+    ),
     batch: int = typer.Option(128, "--batch", help="attack batch size"),
     workers: int = typer.Option(1, "--workers", help="threads for the chain's exact apply"),
     threads: int = typer.Option(0, "--threads", help="torch threads (0: torch's default)"),
@@ -181,6 +195,7 @@ def build_config(a: dict[str, Any]) -> Any:
         batch=a.get("batch", 128),
         workers=a.get("workers", 1),
         escalate=not a.get("no_escalate", False),
+        shard=a.get("shard"),
     )
     if a.get("fast") and a.get("strong"):
         raise ConfigError("--fast and --strong contradict each other; the defaults are already strong")
@@ -229,7 +244,9 @@ def _evaluate(a: dict[str, Any]) -> None:
     images, labels = load_dataset(a["data"])
     indices = select_indices(len(images), a["n"], a["select"])
     images, labels = images[indices], labels[indices]
-    target = load_model(a["model"], device=a["device"])
+    # with --ray the units run on the workers' GPUs: a driver without one keeps its copy on the CPU
+    driver_device = "cpu" if a["ray"] and not torch.cuda.is_available() else a["device"]
+    target = load_model(a["model"], device=driver_device)
     shapes = parse_patch_shapes(a["patch_shape"]) if want_patch else []
     sizes = parse_floats(a["patch_size"], "--patch-size")
     if want_patch:  # bad patch arguments fail before any attack
@@ -238,7 +255,7 @@ def _evaluate(a: dict[str, Any]) -> None:
     if train is not None and a["train_limit"] > 0:
         train = (train[0][: a["train_limit"]], train[1][: a["train_limit"]])
     source_ref = a["source"]
-    source = load_model(source_ref, device=a["device"]) if source_ref else None
+    source = load_model(source_ref, device=driver_device) if source_ref else None
     out: Path = a["out"]
     console = Console(stderr=True)
     classes_seen = len(set(labels.tolist()))
@@ -294,12 +311,21 @@ def _evaluate(a: dict[str, Any]) -> None:
             out=out,
             save_adversarials=a["save_adversarials"],
             device=a["device"],
+            ray=a["ray"],
         )
         data = Data(images, labels, indices, a["data"])
         total = count_units(chains, threats, config.grid())
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task("starting", total=total)
+            totals = [total]
+
+            def set_total(n: int) -> None:
+                """A Ray run knows its step count once its units are planned (and escalations added)."""
+                totals[0] = n
+                progress.update(task, total=n)
+
+            options.on_total = set_total
             first = [True]
 
             def tick(msg: str) -> None:
@@ -320,7 +346,7 @@ def _evaluate(a: dict[str, Any]) -> None:
                     target, a["model"], (images, labels), train, chains, config.eps, config.eot,
                     config.steps, a["advgan_epochs"], a["seed"], out / "cache", tick,
                 )  # fmt: skip
-            progress.update(task, completed=total, description="done")
+            progress.update(task, completed=totals[0], description="done")
     paths = write_report(doc, out)
     extra = [patch_markdown(doc.get("patch_results", [])), advgan_markdown(doc.get("advgan_results", []))]
     if any(extra):
@@ -358,7 +384,20 @@ def replay(
             raise typer.Exit(1)
 
 
+class OptionalRayAddress(TyperCommand):
+    """``evaluate`` with ``--ray``'s address optional: a bare ``--ray`` means ``--ray local``."""
+
+    def parse_args(self, ctx: _click.Context, args: list[str]) -> list[str]:
+        """Insert ``local`` after a ``--ray`` that ends the line or is followed by another option."""
+        out: list[str] = []
+        for i, arg in enumerate(args):
+            out.append(arg)
+            if arg == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+                out.append("local")
+        return super().parse_args(ctx, out)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``evaluate`` and ``replay`` to the fencebox command line."""
-    app.command("evaluate")(evaluate)
+    app.command("evaluate", cls=OptionalRayAddress)(evaluate)
     app.command("replay")(replay)

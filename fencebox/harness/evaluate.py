@@ -17,8 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from fencebox.errors import ConfigError
 from fencebox.harness.checks import run_checks, whitebox_gap
+from fencebox.harness.distributed import prefetch_on_ray, ray_config
 from fencebox.harness.runner import EvalConfig, OracleFactory, Row, Runner, worst_case
+from fencebox.harness.shards import ShardedRunner
 from fencebox.harness.stats import wilson
 from fencebox.harness.threats import ESCALATION, THREATS, Threat, parse_threats
 from fencebox.models.base import Classifier
@@ -153,16 +156,22 @@ def _escalate(
     White-box APGD-CE and PGD start from the black-box row's selected candidates, with both gradient
     estimators, twice the EOT draws and twice the restarts; the result is a row of its own.
     """
+    worst_black = escalation_source(runner, chain, group)
+    if worst_black is None:
+        return None
+    tick(f"{name}: escalation from {worst_black.threat} {norm} eps={eps}")
+    return runner.unit(name, chain, ESCALATION, norm, eps, clean, ["apgd-ce", "pgd"], start=worst_black)
+
+
+def escalation_source(runner: Runner, chain: Transform, group: list[Row]) -> Row | None:
+    """The black-box row to escalate from, when the worst black-box threat beats every white-box one."""
     white = [r for r in group if THREATS.get(r.threat, ESCALATION).whitebox]
     black = [r for r in group if not THREATS.get(r.threat, ESCALATION).whitebox]
     if not white or not black:
         return None
     worst_black = min(black, key=lambda r: r.robust_accuracy)
     best_white = worst_case(runner, chain, white, threat="white-box") if len(white) > 1 else white[0]
-    if not whitebox_gap(best_white, worst_black).failed:
-        return None
-    tick(f"{name}: escalation from {worst_black.threat} {norm} eps={eps}")
-    return runner.unit(name, chain, ESCALATION, norm, eps, clean, ["apgd-ce", "pgd"], start=worst_black)
+    return worst_black if whitebox_gap(best_white, worst_black).failed else None
 
 
 @dataclass
@@ -188,6 +197,10 @@ class Options:
     out: Path | None = None
     save_adversarials: bool = False
     device: str = "cpu"
+    ray: str | None = None
+    """Run the units as Ray tasks: ``"local"`` starts a local Ray, else a cluster address (``auto``, host:port)."""
+    on_total: Callable[[int], None] | None = None
+    """Told the number of progress steps when a Ray run knows it (the CLI's bar length)."""
 
 
 def run_evaluation(
@@ -206,7 +219,12 @@ def run_evaluation(
     cfg = config or EvalConfig()
     opt = options or Options()
     threats = parse_threats(opt.threats)
-    runner = Runner(
+    if opt.ray is not None:
+        if opt.oracle_factory is not None:
+            raise ConfigError("--ray runs black-box threats on the in-process oracle; use --service local")
+        cfg = ray_config(cfg, cfg.shard)
+    make = Runner if cfg.shard is None else ShardedRunner
+    runner = make(
         model,
         data.images,
         data.labels,
@@ -243,9 +261,27 @@ def run_evaluation(
         "check_eps": cfg.large_eps(),
         "batch": cfg.batch,
         "smoke": cfg.smoke,
+        "shard": cfg.shard,
     }
     save_to = opt.out / "adversarials" if (opt.save_adversarials and opt.out is not None) else None
-    return evaluate(runner, chains, threats, doc_config, progress, save_to)
+    if opt.ray is None or not isinstance(runner, ShardedRunner):
+        return evaluate(runner, chains, threats, doc_config, progress, save_to)
+    cluster = prefetch_on_ray(
+        runner,
+        chains,
+        threats,
+        opt.ray,
+        escalation_source,
+        opt.model_ref,
+        opt.device,
+        progress,
+        opt.on_total,
+    )
+    if progress is not None:
+        progress("scoring, worst cases and checks on the driver")
+    doc = evaluate(runner, chains, threats, doc_config, None, save_to)
+    doc["environment"]["cluster"] = {**cluster, "driver_units": runner.driver_units}
+    return doc
 
 
 def count_units(chains: dict[str, Transform], threats: list[Threat], grid: list[tuple[str, float]]) -> int:

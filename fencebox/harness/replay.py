@@ -28,6 +28,26 @@ def _rows_to_replay(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _local_scores(
+    target: Any, chain: Any, score: dict[str, Any], images: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per example: fraction of the verdict's scoring draws correct, and correct on all of them.
+
+    A sharded run (``--shard``, ``--ray``) scored each shard on its own seed: ``score["shards"]``.
+    """
+    parts = score.get("shards") or [{"start": 0, "stop": len(images), "seed": score["seed"]}]
+    outs = [
+        Draws(target, chain, int(p["seed"]), int(score["draws"])).outcome(
+            images[p["start"] : p["stop"]], labels[p["start"] : p["stop"]]
+        )
+        for p in parts
+    ]
+    return (
+        np.concatenate([o.fraction for o in outs]),
+        np.concatenate([o.correct.all(axis=1) for o in outs]),
+    )
+
+
 def _service_fraction(url: str, route: str, images: np.ndarray, labels: np.ndarray, draws: int) -> np.ndarray:
     oracle = HttpOracle(url, route)
     try:
@@ -70,8 +90,7 @@ def replay_report(
         chain = load_chain(r["chain_spec"] or "none")
         draws = int(v["score"]["draws"])
         if url is None:
-            out = Draws(target, chain, int(v["score"]["seed"]), draws).outcome(images, labels)
-            frac, strict = out.fraction, out.correct.all(axis=1)
+            frac, strict = _local_scores(target, chain, v["score"], images, labels)
         else:
             route = (routes or {}).get(r["chain"], r["chain"])
             frac = _service_fraction(url, route, images, labels, draws)

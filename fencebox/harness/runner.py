@@ -89,6 +89,8 @@ class EvalConfig:
     score_draws: int = 20
     escalate: bool = True
     smoke: bool = False
+    shard: int | None = None
+    """Examples per shard: each unit runs shard by shard (:mod:`fencebox.harness.shards`); None: one shard."""
 
     @classmethod
     def fast(cls, **overrides: Any) -> EvalConfig:
@@ -123,6 +125,8 @@ class EvalConfig:
         ):
             if getattr(self, name) < low:
                 raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if self.shard is not None and self.shard < 1:
+            raise ConfigError(f"shard must be >= 1, got {self.shard}")
         for e in [*self.eps, *self.eps_l2]:
             if not e >= 0:
                 raise ConfigError(f"every eps must be >= 0, got {e}")
@@ -257,7 +261,7 @@ class Runner:
 
     def clean(self, chain_name: str, chain: Transform) -> np.ndarray:
         """Per example: the fraction of scoring draws on which the clean image is classified correctly."""
-        key = {**self.fingerprint, "unit": "clean", "chain": str(chain), "cfg": self._verdict_cfg()}
+        key = self.clean_key(chain)
         hit = self.cache.get(key)
         if hit is not None:
             return np.asarray(hit["fraction"], dtype=np.float64)
@@ -314,23 +318,7 @@ class Runner:
         plan = self._plan(threat, chain, norm, attacks)
         _, k = effective_gradient(threat, chain, eot) if threat.whitebox else (None, 1)
         ests = estimators(threat, chain) if threat.whitebox else ()
-        key = {
-            **self.fingerprint,
-            "unit": "attack",
-            "chain": str(chain),
-            "threat": threat.name
-            if not threat.whitebox or not threat.defended
-            else f"defended:{k}:{','.join(ests)}",
-            "norm": norm,
-            "eps": eps,
-            "plan": plan,
-            "steps": steps,
-            "restarts": restarts,
-            "queries": cfg.queries,
-            "verdict": self._verdict_cfg(),
-            "m": m,
-            "start": None if start is None else array_fingerprint(start.adversarials),
-        }
+        key = self.unit_key(chain, threat, norm, eps, attacks, steps, subset, start)
         select = self.selection(chain, norm, eps, m)
         labels = self.labels[:m]
         state = self.cache.get(key)
@@ -410,6 +398,51 @@ class Runner:
             state["seconds"] += record.seconds
             self.cache.put(key, state, best)
         return self._row(chain_name, chain, threat, norm, eps, clean[:m], state, best)
+
+    def unit_key(
+        self,
+        chain: Transform,
+        threat: Threat,
+        norm: str,
+        eps: float,
+        attacks: list[str] | None = None,
+        steps: int | None = None,
+        subset: int | None = None,
+        start: Row | None = None,
+    ) -> dict[str, Any]:
+        """The cache key of a unit (same arguments as :meth:`unit`): what decides its result.
+
+        Distributed runs (:mod:`fencebox.harness.distributed`) use it to skip finished units and to
+        file results computed elsewhere under the key this runner will look up.
+        """
+        cfg = self.config
+        steps = cfg.steps if steps is None else steps
+        m = len(self.images) if subset is None else min(subset, len(self.images))
+        eot, restarts = (2 * cfg.eot, 2 * cfg.restarts) if start is not None else (cfg.eot, cfg.restarts)
+        plan = self._plan(threat, chain, norm, attacks)
+        _, k = effective_gradient(threat, chain, eot) if threat.whitebox else (None, 1)
+        ests = estimators(threat, chain) if threat.whitebox else ()
+        return {
+            **self.fingerprint,
+            "unit": "attack",
+            "chain": str(chain),
+            "threat": threat.name
+            if not threat.whitebox or not threat.defended
+            else f"defended:{k}:{','.join(ests)}",
+            "norm": norm,
+            "eps": eps,
+            "plan": plan,
+            "steps": steps,
+            "restarts": restarts,
+            "queries": cfg.queries,
+            "verdict": self._verdict_cfg(),
+            "m": m,
+            "start": None if start is None else array_fingerprint(start.adversarials),
+        }
+
+    def clean_key(self, chain: Transform) -> dict[str, Any]:
+        """The cache key of :meth:`clean` for ``chain``."""
+        return {**self.fingerprint, "unit": "clean", "chain": str(chain), "cfg": self._verdict_cfg()}
 
     def _plan(self, threat: Threat, chain: Transform, norm: str, attacks: list[str] | None) -> list[str]:
         if threat.whitebox:
