@@ -17,7 +17,7 @@ from fencebox.errors import ConfigError, ModelError
 from fencebox.harness import DefendedClassifier, UndefendedClassifier
 from fencebox.harness.advgan import AdvGANConfig, evaluate_advgan, train_generator
 from fencebox.models.advgan import Generator, generate_uint8, grey_levels, load_generator, save_generator
-from tests.test_harness_toy import toy_data, toy_model
+from tests.harness.toy import toy_data, toy_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from fencebox.cli import app
-from tests.test_harness_toy import toy_data, toy_model
+from tests.harness.toy import toy_data, toy_model
 
 
 def _args(tmp_path: Path, select: str) -> list[str]:

@@ -13,8 +13,8 @@ from fencebox.harness.defended import split_chain
 from fencebox.spec import load_chain
 from fencebox.torch_util import nhwc_uint8_to_nchw_float
 from fencebox.transforms.base import Params, Transform
-from tests.test_harness_defended import Invert
-from tests.test_harness_toy import toy_data, toy_model
+from tests.harness.test_defended_gradients import Invert
+from tests.harness.toy import toy_data, toy_model
 
 
 class Counting(Transform):

@@ -25,7 +25,7 @@ from fencebox.harness.distributed import move_model
 from fencebox.models import load_model
 from fencebox.spec import load_chain
 from tests.harness.test_escalation import _useless_source
-from tests.test_harness_toy import ToyMnist, toy_data, toy_model
+from tests.harness.toy import ToyMnist, toy_data, toy_model
 
 N, SHARD = 24, 8
 THREATS = ["transfer", "blackbox-scores"]  # the useless transfer source makes black-box win: escalation runs

@@ -9,7 +9,7 @@ from fencebox.harness.evaluate import evaluate
 from fencebox.harness.runner import EvalConfig, Runner
 from fencebox.harness.threats import parse_threats
 from fencebox.spec import load_chain
-from tests.test_harness_toy import ToyMnist, toy_data, toy_model
+from tests.harness.toy import ToyMnist, toy_data, toy_model
 
 
 def _useless_source() -> ToyMnist:

@@ -16,7 +16,7 @@ from fencebox.harness.localized import (
     train_split_of,
 )
 from fencebox.models import load_dataset, load_model
-from tests.test_harness_toy import toy_data, toy_model
+from tests.harness.toy import toy_data, toy_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -13,7 +13,7 @@ from fencebox.harness.http_oracle import HttpOracle, LocalService
 from fencebox.harness.oracle import LocalOracle
 from fencebox.service import v2codec
 from fencebox.spec import load_chain
-from tests.test_harness_toy import toy_data, toy_model
+from tests.harness.toy import toy_data, toy_model
 
 CHAIN = "bit_depth(bits=3)"
 

@@ -23,7 +23,7 @@ from fencebox.harness.patch import (
 )
 from fencebox.models import load_dataset, load_model
 from fencebox.models.data import EYE_LINES, eye_line
-from tests.test_harness_toy import toy_data, toy_model
+from tests.harness.toy import toy_data, toy_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -19,7 +19,7 @@ from fencebox.harness.report import write_report
 from fencebox.harness.shards import shard_bounds
 from fencebox.models import load_model
 from fencebox.spec import load_chain
-from tests.test_harness_toy import toy_data, toy_model
+from tests.harness.toy import toy_data, toy_model
 
 RANDOM = "choice(k=1, transforms=[bit_depth(bits=2), bit_depth(bits=3)])"
 

@@ -7,7 +7,7 @@ import numpy as np
 from fencebox.harness.runner import EvalConfig, Runner
 from fencebox.harness.verdict import Draws, worse
 from fencebox.spec import load_chain
-from tests.test_harness_toy import toy_data, toy_model
+from tests.harness.toy import toy_data, toy_model
 
 RANDOM = "choice(k=1, transforms=[bit_depth(bits=1), bit_depth(bits=2), gaussian_noise()])"
 

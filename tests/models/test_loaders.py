@@ -85,17 +85,17 @@ def test_safetensors_ref_uses_card_and_metadata(tmp_path: Path) -> None:
 
 
 def test_python_reference_gives_the_factorys_classifier() -> None:
-    model = load_model("py:tests.test_service_helpers:tiny_model")
+    model = load_model("py:tests.service.servers:tiny_model")
     assert isinstance(model, Classifier) and model.input_shape == (28, 28, 1)
-    assert load_model("py:tests.test_service_helpers:tiny_model") is model  # the factory's own instance
+    assert load_model("py:tests.service.servers:tiny_model") is model  # the factory's own instance
 
 
 @pytest.mark.parametrize(
     ("ref", "words"),
     [
-        ("py:tests.test_service_helpers", "py:module:attr"),
+        ("py:tests.service.servers", "py:module:attr"),
         ("py:no_such_module_xyz:thing", "cannot import"),
-        ("py:tests.test_service_helpers:ROOT", "did not give a fencebox Classifier"),
+        ("py:tests.service.servers:ROOT", "did not give a fencebox Classifier"),
         ("nope:thing", "expected builtin, safetensors, state_dict, torchscript, onnx or py"),
     ],
 )

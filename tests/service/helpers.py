@@ -21,7 +21,7 @@ from PIL import Image
 from fencebox.service import create_app
 from fencebox.service.settings import RouteConfig, Settings
 from tests.images import digit, encode_pil
-from tests.test_service_helpers import ROOT, TINY_REF
+from tests.service.servers import ROOT, TINY_REF
 
 try:
     import sniffio  # noqa: F401

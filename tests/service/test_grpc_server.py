@@ -25,7 +25,7 @@ from fencebox.service import load_settings
 from fencebox.service.grpc_server import GrpcServer, _peer_host
 from fencebox.service.runtime import Runtime
 from tests.images import digit
-from tests.test_service_helpers import ServerThread, TinyNet, free_port, serve, tiny_settings
+from tests.service.servers import ServerThread, TinyNet, free_port, serve, tiny_settings
 
 
 @pytest.fixture(scope="module")
@@ -290,7 +290,7 @@ def test_peer_host(peer: str, host: str) -> None:
 
 def test_deadlines_map_to_deadline_exceeded_and_the_server_carries_on() -> None:
     settings = tiny_settings(
-        backend={"kind": "local", "model": "py:tests.test_service_helpers:slow_model"},
+        backend={"kind": "local", "model": "py:tests.service.servers:slow_model"},
         limits={"timeout_s": 0.1},
         _top={"grpc_port": free_port()},
     )

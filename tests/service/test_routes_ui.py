@@ -15,7 +15,7 @@ from PIL import Image
 
 import fencebox
 from tests.images import digit, png
-from tests.test_service_helpers import ROOT, TinyNet, serve, tiny_settings
+from tests.service.servers import ROOT, TinyNet, serve, tiny_settings
 
 KEY = "ui-test-key"
 

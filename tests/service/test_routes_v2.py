@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 from fencebox.service.settings import BackendConfig, RouteConfig, Settings
 from tests.images import digit
 from tests.service.helpers import load_corpus_module, route
-from tests.test_service_helpers import free_port, serve, tiny_settings
+from tests.service.servers import free_port, serve, tiny_settings
 
 
 def _infer_doc(x: np.ndarray) -> bytes:

@@ -16,9 +16,9 @@ from fencebox.service.settings import Settings
 from fencebox.transforms.cancel import CancelToken
 from tests.images import digit, png
 from tests.service.helpers import route
-from tests.test_service_helpers import serve
+from tests.service.servers import serve
 
-SLOW_REF = "py:tests.test_service_helpers:slow_model"
+SLOW_REF = "py:tests.service.servers:slow_model"
 
 
 def _headers_only(url: str, path: str, length: int) -> socket.socket:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from fencebox.service.settings import RouteConfig, Settings
-from tests.test_service_helpers import ROOT, serve
+from tests.service.servers import ROOT, serve
 
 DIGIT = ROOT / "examples" / "digit.png"
 CHAINS = ("none", "jpeg-75", "median-3")

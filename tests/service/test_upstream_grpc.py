@@ -22,7 +22,7 @@ import fencebox
 from fencebox.models.base import Classifier
 from fencebox.service.settings import BackendConfig
 from tests.images import digit, png
-from tests.test_service_helpers import KServeProcess, free_port, serve, tiny_settings
+from tests.service.servers import KServeProcess, free_port, serve, tiny_settings
 
 
 @pytest.fixture(scope="module")

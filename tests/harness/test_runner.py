@@ -20,7 +20,7 @@ from fencebox.harness.stats import wilson
 from fencebox.harness.threats import THREATS, parse_threats
 from fencebox.spec import load_chain
 from fencebox.transforms.base import Params, Transform
-from tests.test_harness_toy import toy_data, toy_model
+from tests.harness.toy import toy_data, toy_model
 
 
 class FlatSurrogate(Transform):

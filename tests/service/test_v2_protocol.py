@@ -13,7 +13,7 @@ from tritonclient.utils import InferenceServerException
 
 import fencebox
 from tests.images import digit
-from tests.test_service_helpers import TinyNet, serve, tiny_settings
+from tests.service.servers import TinyNet, serve, tiny_settings
 
 
 @pytest.fixture(scope="module")

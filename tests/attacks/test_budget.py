@@ -14,7 +14,7 @@ from fencebox.harness.threats import THREATS
 from fencebox.models import load_dataset, load_model
 from fencebox.spec import load_chain
 from fencebox.torch_util import nhwc_uint8_to_nchw_float
-from tests.test_harness_toy import toy_data, toy_model
+from tests.harness.toy import toy_data, toy_model
 
 EPS = 25 / 255
 

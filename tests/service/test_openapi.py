@@ -8,7 +8,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.test_service_helpers import serve, tiny_settings
+from tests.service.servers import serve, tiny_settings
 
 
 @pytest.fixture(scope="module")

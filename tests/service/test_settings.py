@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from fencebox.errors import ConfigError
 from fencebox.service import create_app, load_settings
 from fencebox.service.settings import BackendConfig, RouteConfig, Settings
-from tests.test_service_helpers import ROOT, TESTS, TINY_REF, free_port
+from tests.service.servers import ROOT, TESTS, TINY_REF, free_port
 
 CONFIG = f"""
 host: 127.0.0.1

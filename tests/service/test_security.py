@@ -14,9 +14,9 @@ from fencebox.service.errors import Overloaded
 from fencebox.service.metrics import Metrics
 from fencebox.service.security import TokenBucket
 from tests.images import digit, png
-from tests.test_service_helpers import serve, tiny_settings
+from tests.service.servers import serve, tiny_settings
 
-SLOW_REF = "py:tests.test_service_helpers:slow_model"
+SLOW_REF = "py:tests.service.servers:slow_model"
 
 
 def test_api_keys_required_and_checked() -> None:

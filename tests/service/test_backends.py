@@ -20,7 +20,7 @@ import tritonclient.http as th
 import fencebox
 from fencebox.models.base import Classifier
 from tests.images import digit, png
-from tests.test_service_helpers import KServeProcess, free_port, serve, tiny_settings
+from tests.service.servers import KServeProcess, free_port, serve, tiny_settings
 
 
 @pytest.fixture(scope="module")

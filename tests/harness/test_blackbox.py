@@ -14,7 +14,7 @@ from fencebox.harness import DefendedClassifier
 from fencebox.harness.blackbox import hop_skip_jump, square_linf, square_p
 from fencebox.harness.oracle import LocalOracle, apply_policy, margins
 from fencebox.spec import load_chain
-from tests.test_harness_toy import toy_data, toy_model
+from tests.harness.toy import toy_data, toy_model
 
 
 def _oracle(policy: str, chain: str = "none") -> LocalOracle:

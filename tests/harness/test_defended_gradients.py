@@ -14,7 +14,7 @@ from fencebox.harness import DefendedClassifier, UndefendedClassifier
 from fencebox.spec import load_chain
 from fencebox.torch_util import nhwc_uint8_to_nchw_float
 from fencebox.transforms.base import Params, Transform
-from tests.test_harness_toy import toy_data, toy_model
+from tests.harness.toy import toy_data, toy_model
 
 
 class Invert(Transform):

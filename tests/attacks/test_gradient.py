@@ -13,7 +13,7 @@ from fencebox.attacks.gradient import apgd, apgd_checkpoints, dlr_loss, fgsm, ma
 from fencebox.errors import InputError
 from fencebox.harness import UndefendedClassifier
 from fencebox.torch_util import nhwc_uint8_to_nchw_float
-from tests.test_harness_toy import toy_data, toy_model
+from tests.harness.toy import toy_data, toy_model
 
 
 def _setup(n: int = 48) -> tuple[UndefendedClassifier, np.ndarray, torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ from PIL import Image
 
 import fencebox
 from tests.images import digit, encode_pil, png, png_claiming
-from tests.test_service_helpers import TinyNet, serve, tiny_settings
+from tests.service.servers import TinyNet, serve, tiny_settings
 
 
 @pytest.fixture(scope="module")
