@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 import torch
@@ -14,34 +12,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fencebox.errors import SpecError
-from fencebox.registry import list_transforms
-from fencebox.spec import build, load_chain
+from fencebox.spec import build
 from fencebox.testing import batches, check_contract
 from fencebox.torch_util import nhwc_uint8_to_nchw_float
 from fencebox.transforms.base import Transform, slice_params
 from fencebox.transforms.denoise import NLMeans, TVMin
 from fencebox.transforms.noise import CoarseDropout, GaussianNoise
 from fencebox.transforms.pixel_deflection import PixelDeflection
+from tests.transforms.helpers import NOISE_FACTORIES as FACTORIES
+from tests.transforms.helpers import check_spec_round_trip_and_registry
 from tests.transforms.select import of_module
 
 MODULE = "fencebox.transforms.noise"
-
-
-FACTORIES: dict[str, Callable[[], Transform]] = {
-    "gaussian_noise": GaussianNoise,
-    "gaussian_noise_range": lambda: GaussianNoise(sigma=[0.0, 40.0]),
-    "coarse_dropout": CoarseDropout,
-    "coarse_dropout_many": lambda: CoarseDropout(
-        holes=[0, 6], hole_height=0.3, hole_width=[0.05, 0.5], fill=200
-    ),
-    "pixel_deflection": PixelDeflection,
-    "pixel_deflection_estimated": lambda: PixelDeflection(deflections=50, window=2, sigma=None),
-    "pixel_deflection_raw": lambda: PixelDeflection(deflections=300, denoise=False),
-    "nl_means": NLMeans,
-    "nl_means_rgb": lambda: NLMeans(search_window=13, patch_size=5, h=6.0, color="rgb"),
-    "tv_min": lambda: TVMin(iterations=20),
-    "tv_min_range": lambda: TVMin(keep_prob=[0.2, 0.8], weight=0.1, iterations=10),
-}
 
 
 @pytest.mark.parametrize("key", of_module(sorted(FACTORIES), MODULE))
@@ -53,10 +35,7 @@ def test_contract(key: str, images: np.ndarray, seed: int) -> None:
 
 @pytest.mark.parametrize("key", of_module(sorted(FACTORIES), MODULE))
 def test_spec_round_trip_and_registry(key: str) -> None:
-    t = FACTORIES[key]()
-    assert t.name in list_transforms()
-    assert build(t.to_spec()) == t
-    assert str(load_chain(str(t))) == str(t)
+    check_spec_round_trip_and_registry(FACTORIES[key]())
 
 
 @pytest.mark.parametrize(
