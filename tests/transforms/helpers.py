@@ -77,11 +77,58 @@ def mse(a: np.ndarray, b: np.ndarray) -> float:
     return float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
 
 
+NOISE_BAD_PARAMS: list[tuple[type[Transform], dict[str, Any], str]] = [
+    (GaussianNoise, {"sigma": -1.0}, "sigma"),
+    (GaussianNoise, {"sigma": [9.0, 2.0]}, "sigma"),
+    (GaussianNoise, {"std": 3.0}, "std"),
+    (CoarseDropout, {"holes": 100}, "holes"),
+    (CoarseDropout, {"hole_height": 1.5}, "hole_height"),
+    (CoarseDropout, {"hole_width": [0.1, 0.2, 0.3]}, "hole_width"),
+    (CoarseDropout, {"fill": 300}, "fill"),
+    (PixelDeflection, {"window": 0}, "window"),
+    (PixelDeflection, {"deflections": -1}, "deflections"),
+    (PixelDeflection, {"sigma": 2.0}, "sigma"),
+    (PixelDeflection, {"denoise": "yes"}, "denoise"),
+    (NLMeans, {"search_window": 10}, "search_window"),
+    (NLMeans, {"patch_size": 4}, "patch_size"),
+    (NLMeans, {"patch_size": 15, "search_window": 11}, "patch_size"),
+    (NLMeans, {"h": -1.0}, "h"),
+    (NLMeans, {"color": "hsv"}, "color"),
+    (TVMin, {"keep_prob": 1.5}, "keep_prob"),
+    (TVMin, {"weight": -0.1}, "weight"),
+    (TVMin, {"iterations": 0}, "iterations"),
+]
+
+
+NOISE_TOO_SMALL: list[tuple[Transform, tuple[int, int, int, int]]] = [
+    (NLMeans(patch_size=5, search_window=11), (1, 4, 9, 3)),
+    (TVMin(), (1, 1, 9, 1)),
+    (PixelDeflection(), (2, 9, 1, 3)),
+]
+
+
 def check_spec_round_trip_and_registry(t: Transform) -> None:
     """The transform is registered and its spec (dict and string forms) builds it back."""
     assert t.name in list_transforms()
     assert build(t.to_spec()) == t
     assert str(load_chain(str(t))) == str(t)
+
+
+def check_bad_param_raises_spec_error(cls: type[Transform], kwargs: dict[str, Any], param: str) -> None:
+    """A bad parameter is a SpecError naming it through specs, and refused by the constructor too."""
+    # Through the spec path an unknown name is a SpecError suggesting the right one; called directly,
+    # the constructor's real signature refuses an unknown keyword with Python's TypeError.
+    with pytest.raises(SpecError, match=f"'{param}'"):
+        build({"name": cls.name, **kwargs})
+    unknown = set(kwargs) - {p.name for p in cls.params}
+    with pytest.raises(TypeError if unknown else SpecError):
+        cls(**kwargs)
+
+
+def check_too_small_raises_input_error(t: Transform, shape: tuple[int, int, int, int]) -> None:
+    """An image below the transform's minimum size is an InputError saying what it needs."""
+    with pytest.raises(InputError, match="at least"):
+        t(np.zeros(shape, dtype=np.uint8), rng=0)
 
 
 # --- codec family: jpeg, webp, shield, feature_distillation -----------------------------------------------
@@ -143,6 +190,31 @@ def check_codec_spec_round_trip(t: Transform) -> None:
     again = chain.children[0]
     assert again == t and again.to_spec() == t.to_spec()
     assert get_transform(t.name) is type(t)
+
+
+CODEC_BAD_SPECS: list[tuple[str, list[str]]] = [
+    ("jpeg(quality=0)", ["quality", "[1, 100]"]),
+    ("jpeg(quality=101)", ["quality", "[1, 100]"]),
+    ("jpeg(quality=[90, 10])", ["quality", "lo > hi"]),
+    ("jpeg(quality=50.5)", ["quality", "int"]),
+    ('jpeg(subsampling="4:1:1")', ["subsampling", "4:2:0"]),
+    ("webp(quality=[0, 50])", ["quality", "[1, 100]"]),
+    ("shield(qualities=[])", ["qualities", "[1, 100]"]),
+    ("shield(qualities=[20, 20])", ["qualities", "distinct"]),
+    ("shield(qualities=[20, 120])", ["qualities", "[1, 100]"]),
+    ("shield(block=0)", ["block", "[1, 256]"]),
+    ("feature_distillation(low_bands=9)", ["low_bands", "[0, 8]"]),
+    ("feature_distillation(low_step=40, high_step=30)", ["low_step", "high_step"]),
+    ('feature_distillation(colorspace="hsv")', ["colorspace", "ycbcr"]),
+]
+
+
+def check_bad_spec_raises_spec_error(spec: str, words: list[str]) -> None:
+    """A bad codec spec is a SpecError whose message holds every one of ``words``."""
+    with pytest.raises(SpecError) as info:
+        load_chain(spec)
+    for w in words:
+        assert w in str(info.value)
 
 
 # --- geometric family: geometric, resize_pad, distortion --------------------------------------------------

@@ -12,15 +12,21 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fencebox.errors import InputError, SpecError
-from fencebox.spec import build, load_chain
+from fencebox.spec import load_chain
 from fencebox.testing import batches, check_contract
 from fencebox.transforms.base import Transform
 from fencebox.transforms.denoise import NLMeans, TVMin
-from fencebox.transforms.noise import CoarseDropout, GaussianNoise
-from fencebox.transforms.pixel_deflection import PixelDeflection
+from tests.transforms.helpers import (
+    NOISE_BAD_PARAMS,
+    NOISE_TOO_SMALL,
+    check_bad_param_raises_spec_error,
+    check_spec_round_trip_and_registry,
+    check_too_small_raises_input_error,
+    mse,
+    photo,
+    photo_crop,
+)
 from tests.transforms.helpers import NOISE_FACTORIES as FACTORIES
-from tests.transforms.helpers import check_spec_round_trip_and_registry, mse, photo, photo_crop
 from tests.transforms.select import of_module
 
 MODULE = "fencebox.transforms.denoise"
@@ -126,57 +132,20 @@ def test_tv_min_default_steps_are_near_the_optimum() -> None:
 
 @pytest.mark.parametrize(
     ("cls", "kwargs", "param"),
-    of_module(
-        [
-            (GaussianNoise, {"sigma": -1.0}, "sigma"),
-            (GaussianNoise, {"sigma": [9.0, 2.0]}, "sigma"),
-            (GaussianNoise, {"std": 3.0}, "std"),
-            (CoarseDropout, {"holes": 100}, "holes"),
-            (CoarseDropout, {"hole_height": 1.5}, "hole_height"),
-            (CoarseDropout, {"hole_width": [0.1, 0.2, 0.3]}, "hole_width"),
-            (CoarseDropout, {"fill": 300}, "fill"),
-            (PixelDeflection, {"window": 0}, "window"),
-            (PixelDeflection, {"deflections": -1}, "deflections"),
-            (PixelDeflection, {"sigma": 2.0}, "sigma"),
-            (PixelDeflection, {"denoise": "yes"}, "denoise"),
-            (NLMeans, {"search_window": 10}, "search_window"),
-            (NLMeans, {"patch_size": 4}, "patch_size"),
-            (NLMeans, {"patch_size": 15, "search_window": 11}, "patch_size"),
-            (NLMeans, {"h": -1.0}, "h"),
-            (NLMeans, {"color": "hsv"}, "color"),
-            (TVMin, {"keep_prob": 1.5}, "keep_prob"),
-            (TVMin, {"weight": -0.1}, "weight"),
-            (TVMin, {"iterations": 0}, "iterations"),
-        ],
-        MODULE,
-    ),
+    of_module(NOISE_BAD_PARAMS, MODULE),
 )
 def test_bad_params_raise_spec_error_naming_the_parameter(
     cls: type[Transform], kwargs: dict, param: str
 ) -> None:
-    # Through the spec path an unknown name is a SpecError suggesting the right one; called directly,
-    # the constructor's real signature refuses an unknown keyword with Python's TypeError.
-    with pytest.raises(SpecError, match=f"'{param}'"):
-        build({"name": cls.name, **kwargs})
-    unknown = set(kwargs) - {p.name for p in cls.params}
-    with pytest.raises(TypeError if unknown else SpecError):
-        cls(**kwargs)
+    check_bad_param_raises_spec_error(cls, kwargs, param)
 
 
 @pytest.mark.parametrize(
     ("t", "shape"),
-    of_module(
-        [
-            (NLMeans(patch_size=5, search_window=11), (1, 4, 9, 3)),
-            (TVMin(), (1, 1, 9, 1)),
-            (PixelDeflection(), (2, 9, 1, 3)),
-        ],
-        MODULE,
-    ),
+    of_module(NOISE_TOO_SMALL, MODULE),
 )
 def test_too_small_images_raise_input_error(t: Transform, shape: tuple[int, int, int, int]) -> None:
-    with pytest.raises(InputError, match="at least"):
-        t(np.zeros(shape, dtype=np.uint8), rng=0)
+    check_too_small_raises_input_error(t, shape)
 
 
 def test_presets_using_these_transforms_run() -> None:

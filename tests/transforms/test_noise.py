@@ -11,16 +11,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fencebox.errors import SpecError
-from fencebox.spec import build
 from fencebox.testing import batches, check_contract
 from fencebox.torch_util import nhwc_uint8_to_nchw_float
 from fencebox.transforms.base import Transform, slice_params
-from fencebox.transforms.denoise import NLMeans, TVMin
 from fencebox.transforms.noise import CoarseDropout, GaussianNoise
-from fencebox.transforms.pixel_deflection import PixelDeflection
+from tests.transforms.helpers import (
+    NOISE_BAD_PARAMS,
+    check_bad_param_raises_spec_error,
+    check_spec_round_trip_and_registry,
+)
 from tests.transforms.helpers import NOISE_FACTORIES as FACTORIES
-from tests.transforms.helpers import check_spec_round_trip_and_registry
 from tests.transforms.select import of_module
 
 MODULE = "fencebox.transforms.noise"
@@ -129,38 +129,9 @@ def test_coarse_dropout_surrogate_is_the_same_mask_multiply() -> None:
 
 @pytest.mark.parametrize(
     ("cls", "kwargs", "param"),
-    of_module(
-        [
-            (GaussianNoise, {"sigma": -1.0}, "sigma"),
-            (GaussianNoise, {"sigma": [9.0, 2.0]}, "sigma"),
-            (GaussianNoise, {"std": 3.0}, "std"),
-            (CoarseDropout, {"holes": 100}, "holes"),
-            (CoarseDropout, {"hole_height": 1.5}, "hole_height"),
-            (CoarseDropout, {"hole_width": [0.1, 0.2, 0.3]}, "hole_width"),
-            (CoarseDropout, {"fill": 300}, "fill"),
-            (PixelDeflection, {"window": 0}, "window"),
-            (PixelDeflection, {"deflections": -1}, "deflections"),
-            (PixelDeflection, {"sigma": 2.0}, "sigma"),
-            (PixelDeflection, {"denoise": "yes"}, "denoise"),
-            (NLMeans, {"search_window": 10}, "search_window"),
-            (NLMeans, {"patch_size": 4}, "patch_size"),
-            (NLMeans, {"patch_size": 15, "search_window": 11}, "patch_size"),
-            (NLMeans, {"h": -1.0}, "h"),
-            (NLMeans, {"color": "hsv"}, "color"),
-            (TVMin, {"keep_prob": 1.5}, "keep_prob"),
-            (TVMin, {"weight": -0.1}, "weight"),
-            (TVMin, {"iterations": 0}, "iterations"),
-        ],
-        MODULE,
-    ),
+    of_module(NOISE_BAD_PARAMS, MODULE),
 )
 def test_bad_params_raise_spec_error_naming_the_parameter(
     cls: type[Transform], kwargs: dict, param: str
 ) -> None:
-    # Through the spec path an unknown name is a SpecError suggesting the right one; called directly,
-    # the constructor's real signature refuses an unknown keyword with Python's TypeError.
-    with pytest.raises(SpecError, match=f"'{param}'"):
-        build({"name": cls.name, **kwargs})
-    unknown = set(kwargs) - {p.name for p in cls.params}
-    with pytest.raises(TypeError if unknown else SpecError):
-        cls(**kwargs)
+    check_bad_param_raises_spec_error(cls, kwargs, param)
