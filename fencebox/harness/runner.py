@@ -634,23 +634,9 @@ def _run_whitebox(
 ) -> wb.AttackOutput:
     if name == "fgsm":
         return wb.fgsm(model, x, y, eps, lattice=True)
-    if name in ("pgd", "cw"):
-        loss = "ce" if name == "pgd" else "cw"
-        return wb.pgd(
-            model,
-            x,
-            y,
-            eps,
-            norm,
-            steps,
-            loss=loss,
-            generator=gen,
-            early_stop=early_stop,
-            lattice=True,
-            start=start,
-        )
-    loss = "ce" if name == "apgd-ce" else "dlr"
-    return wb.apgd(
+    attack = wb.pgd if name in ("pgd", "cw") else wb.apgd
+    loss = {"pgd": "ce", "cw": "cw", "apgd-ce": "ce"}.get(name, "dlr")
+    return attack(
         model,
         x,
         y,

@@ -20,7 +20,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from fencebox.service import v2codec
-from fencebox.service.backends import Backend, check_scores
+from fencebox.service.backends import UpstreamAnswers
 from fencebox.service.errors import GatewayTimeout, UpstreamError
 from fencebox.service.metrics import Metrics
 from fencebox.service.settings import BackendConfig
@@ -68,7 +68,7 @@ def output_tensor(response: Any, name: str | None) -> v2codec.Tensor:
     return v2codec.Tensor(out.name, out.datatype, shape, data.reshape(shape))
 
 
-class GrpcUpstreamBackend(Backend):
+class GrpcUpstreamBackend(UpstreamAnswers):
     """A V2 model behind a gRPC Open Inference Protocol server."""
 
     def __init__(self, route: str, config: BackendConfig, metrics: Metrics) -> None:
@@ -131,12 +131,9 @@ class GrpcUpstreamBackend(Backend):
         self._ready_at = now
         return self._ready
 
-    def _fail(self, kind: str, err: Exception) -> Exception:
-        """Count and log a failure; the client's message says what happened, the log says where."""
-        log.warning("route %s: upstream grpc %s (model %s): %s", self.route, self.target, self.model, err)
-        self.metrics.upstream_errors.labels(self.route, kind).inc()
-        self._ready, self._ready_at = False, time.monotonic()
-        return err
+    def _where(self) -> str:
+        """Where the upstream is, for the log."""
+        return f"upstream grpc {self.target}"
 
     def _request(self, batch: np.ndarray) -> Any:
         c = self.config
@@ -175,16 +172,7 @@ class GrpcUpstreamBackend(Backend):
             raise self._fail(
                 "bad_status", UpstreamError(f"the upstream model server answered gRPC {code.name}: {details}")
             ) from None
-        try:
-            out = check_scores(output_tensor(response, self.config.output_name), batch.shape[0])
-        except v2codec.V2FormatError as exc:
-            raise self._fail(
-                "bad_answer", UpstreamError(f"the upstream model server gave an unusable answer: {exc}")
-            ) from None
-        if not self.class_names or len(self.class_names) != out.shape[1]:
-            self.class_names = [str(i) for i in range(out.shape[1])]
-        self._ready, self._ready_at = True, time.monotonic()
-        return out
+        return self._scores(lambda: output_tensor(response, self.config.output_name), batch.shape[0])
 
     def describe(self) -> str:
         """The upstream target and model."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import io
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -18,10 +19,12 @@ import numpy as np
 from fastapi import FastAPI
 from PIL import Image
 
+import fencebox
+from fencebox.models.base import Classifier
 from fencebox.service import create_app
 from fencebox.service.settings import RouteConfig, Settings
 from tests.images import digit, encode_pil
-from tests.service.servers import ROOT, TINY_REF
+from tests.service.servers import ROOT, TINY_REF, KServeProcess
 
 try:
     import sniffio  # noqa: F401
@@ -192,3 +195,37 @@ def png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
+
+
+def mnist_kserve(grpc: bool = False) -> Iterator[KServeProcess]:
+    """The body of a module fixture: one KServe server serving builtin:mnist as V2 model 'mnist' (with
+    ``grpc``, over gRPC too), not started: the first test starts it (after seeing it down)."""
+    k = KServeProcess(name="mnist", ref="builtin:mnist", grpc=grpc)
+    yield k
+    k.stop()
+
+
+def upstream_route(url: str, model: str = "mnist", **backend: Any) -> dict[str, Any]:
+    """Route 'up' forwarding 28 x 28 x 1 images to ``model`` at ``url``; ``backend`` adds backend fields."""
+    return {
+        "name": "up",
+        "backend": {
+            "kind": "upstream",
+            "url": url,
+            "upstream_model": model,
+            "input_shape": [28, 28, 1],
+            **backend,
+        },
+    }
+
+
+@functools.cache
+def _mnist() -> Classifier:
+    from fencebox.models import load_model
+
+    return load_model("builtin:mnist")
+
+
+def mnist_expected(img: np.ndarray) -> int:
+    """The label builtin:mnist gives one 28 x 28 digit behind bit_depth(bits=5), computed locally."""
+    return int(_mnist().predict(fencebox.load_chain("bit_depth(bits=5)")(img[None, :, :, None], rng=0))[0])

@@ -4,7 +4,6 @@ against deliberately broken V2 servers: down -> 502, slow -> 504, bad answer -> 
 
 from __future__ import annotations
 
-import functools
 import http.server
 import json
 import threading
@@ -17,46 +16,19 @@ import numpy as np
 import pytest
 import tritonclient.http as th
 
-import fencebox
-from fencebox.models.base import Classifier
 from tests.images import digit, png
+from tests.service.helpers import mnist_expected, mnist_kserve, upstream_route
 from tests.service.servers import KServeProcess, free_port, serve, tiny_settings
 
 
 @pytest.fixture(scope="module")
 def kserve() -> Iterator[KServeProcess]:
     """One KServe server for the module, started lazily by the first test (which first sees it down)."""
-    k = KServeProcess(name="mnist", ref="builtin:mnist")
-    yield k
-    k.stop()
-
-
-def _upstream_route(url: str, model: str = "mnist", **backend: Any) -> dict[str, Any]:
-    return {
-        "name": "up",
-        "backend": {
-            "kind": "upstream",
-            "url": url,
-            "upstream_model": model,
-            "input_shape": [28, 28, 1],
-            **backend,
-        },
-    }
-
-
-@functools.cache
-def _mnist() -> Classifier:
-    from fencebox.models import load_model
-
-    return load_model("builtin:mnist")
-
-
-def _expected(img: np.ndarray) -> int:
-    return int(_mnist().predict(fencebox.load_chain("bit_depth(bits=5)")(img[None, :, :, None], rng=0))[0])
+    yield from mnist_kserve()
 
 
 def test_down_then_recovers(kserve: KServeProcess) -> None:
-    settings = tiny_settings(**_upstream_route(kserve.url, timeout_s=5, connect_timeout_s=1))
+    settings = tiny_settings(**upstream_route(kserve.url, timeout_s=5, connect_timeout_s=1))
     with serve(settings) as s, httpx.Client(base_url=s.url, timeout=30) as c:
         r = c.post("/v1/predict", content=png(digit()))
         assert r.status_code == 502 and "unreachable" in r.json()["error"], r.text
@@ -66,7 +38,7 @@ def test_down_then_recovers(kserve: KServeProcess) -> None:
         kserve.start()
         r = c.post("/v1/predict", content=png(digit(4)))
         assert r.status_code == 200, r.text
-        assert r.json()["label"] == _expected(digit(4))
+        assert r.json()["label"] == mnist_expected(digit(4))
         time.sleep(1.05)  # readiness is cached for a second
         assert c.get("/v2/health/ready").status_code == 200
 
@@ -74,11 +46,11 @@ def test_down_then_recovers(kserve: KServeProcess) -> None:
 @pytest.mark.parametrize("datatype", ["FP32", "UINT8"])
 def test_upstream_matches_local_model(kserve: KServeProcess, datatype: str) -> None:
     kserve.ensure()
-    settings = tiny_settings(**_upstream_route(kserve.url, datatype=datatype))
+    settings = tiny_settings(**upstream_route(kserve.url, datatype=datatype))
     imgs = [digit(i) for i in range(6)]
     with serve(settings) as s, httpx.Client(base_url=s.url, timeout=30) as c:
         labels = [c.post("/v1/predict", content=png(im)).json()["label"] for im in imgs]
-        assert labels == [_expected(im) for im in imgs]
+        assert labels == [mnist_expected(im) for im in imgs]
         # and through fencebox's own V2 endpoint with the official client, batched to the upstream
         triton = th.InferenceServerClient(s.url.removeprefix("http://"))
         x = np.stack(imgs)[..., None]
@@ -90,7 +62,7 @@ def test_upstream_matches_local_model(kserve: KServeProcess, datatype: str) -> N
 
 def test_upstream_restart_recovers(kserve: KServeProcess) -> None:
     kserve.ensure()
-    settings = tiny_settings(**_upstream_route(kserve.url, timeout_s=5, connect_timeout_s=1))
+    settings = tiny_settings(**upstream_route(kserve.url, timeout_s=5, connect_timeout_s=1))
     with serve(settings) as s, httpx.Client(base_url=s.url, timeout=30) as c:
         assert c.post("/v1/predict", content=png(digit())).status_code == 200  # pooled connection open
         kserve.stop()
@@ -160,7 +132,7 @@ def broken() -> Iterator[str]:
     ],
 )
 def test_broken_upstreams(broken: str, model: str, status: int, words: str, kind: str) -> None:
-    settings = tiny_settings(**_upstream_route(broken, model=model, timeout_s=0.5))
+    settings = tiny_settings(**upstream_route(broken, model=model, timeout_s=0.5))
     with serve(settings) as s, httpx.Client(base_url=s.url, timeout=30) as c:
         r = c.post("/v1/predict", content=png(digit()))
         assert r.status_code == status, r.text

@@ -4,7 +4,6 @@ error status or bad answer -> 502, recovery after a restart."""
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Iterator
 from concurrent import futures
@@ -18,44 +17,20 @@ import tritonclient.grpc as tg
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-import fencebox
-from fencebox.models.base import Classifier
 from fencebox.service.settings import BackendConfig
 from tests.images import digit, png
+from tests.service.helpers import mnist_expected, mnist_kserve, upstream_route
 from tests.service.servers import KServeProcess, free_port, serve, tiny_settings
 
 
 @pytest.fixture(scope="module")
 def kserve() -> Iterator[KServeProcess]:
     """One KServe server (HTTP and gRPC) for the module, started lazily by the first test (which sees it down)."""
-    k = KServeProcess(name="mnist", ref="builtin:mnist", grpc=True)
-    yield k
-    k.stop()
+    yield from mnist_kserve(grpc=True)
 
 
 def _route(target: str, model: str = "mnist", **backend: Any) -> dict[str, Any]:
-    return {
-        "name": "up",
-        "backend": {
-            "kind": "upstream",
-            "protocol": "grpc",
-            "url": target,
-            "upstream_model": model,
-            "input_shape": [28, 28, 1],
-            **backend,
-        },
-    }
-
-
-@functools.cache
-def _mnist() -> Classifier:
-    from fencebox.models import load_model
-
-    return load_model("builtin:mnist")
-
-
-def _expected(img: np.ndarray) -> int:
-    return int(_mnist().predict(fencebox.load_chain("bit_depth(bits=5)")(img[None, :, :, None], rng=0))[0])
+    return upstream_route(target, model, protocol="grpc", **backend)
 
 
 def test_down_then_recovers(kserve: KServeProcess) -> None:
@@ -71,7 +46,7 @@ def test_down_then_recovers(kserve: KServeProcess) -> None:
         kserve.start()
         r = c.post("/v1/predict", content=png(digit(4)))
         assert r.status_code == 200, r.text
-        assert r.json()["label"] == _expected(digit(4))
+        assert r.json()["label"] == mnist_expected(digit(4))
         time.sleep(1.05)  # readiness is cached for a second
         assert c.get("/v2/health/ready").status_code == 200
 
@@ -83,7 +58,7 @@ def test_grpc_both_ways_matches_the_local_model(kserve: KServeProcess, datatype:
     imgs = [digit(i) for i in range(6)]
     with serve(settings) as s, httpx.Client(base_url=s.url, timeout=30) as c:
         labels = [c.post("/v1/predict", content=png(im)).json()["label"] for im in imgs]
-        assert labels == [_expected(im) for im in imgs]
+        assert labels == [mnist_expected(im) for im in imgs]
         # gRPC in (tritonclient.grpc, batched), gRPC out (to KServe)
         client = tg.InferenceServerClient(f"127.0.0.1:{s.app.state.grpc_port}")
         x = np.stack(imgs)[..., None]

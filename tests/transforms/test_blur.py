@@ -10,16 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from skimage import data as skdata
 
-from fencebox.errors import InputError, SpecError
-from fencebox.registry import get_transform
-from fencebox.spec import build, load_chain
+from fencebox.errors import InputError
 from fencebox.testing import batches, check_contract
-from fencebox.torch_util import nchw_float_to_nhwc_uint8, nhwc_uint8_to_nchw_float
+from fencebox.torch_util import nchw_float_to_nhwc_uint8
 from fencebox.transforms.base import Transform
 from fencebox.transforms.blur import (
     GaussianBlur,
@@ -30,6 +26,18 @@ from fencebox.transforms.blur import (
     motion_kernel,
 )
 from fencebox.transforms.median import Median
+from tests.transforms.helpers import FILTERS as ALL_KINDS
+from tests.transforms.helpers import (
+    FILTERS_BAD_PARAMS,
+    FILTERS_TOO_SMALL,
+    PHOTO,
+    PHOTO_GREY,
+    check_bad_params_name_the_parameter,
+    check_exact_surrogate_agrees_and_has_gradient,
+    check_registered_and_spec_round_trips,
+    check_too_small_inputs_raise,
+    surrogate_of,
+)
 from tests.transforms.select import of_module
 
 MODULE = "fencebox.transforms.blur"
@@ -39,24 +47,6 @@ RNG = np.random.default_rng(1234)
 
 
 NOISE = RNG.integers(0, 256, (2, 23, 31, 3), dtype=np.uint8)
-
-
-PHOTO = np.ascontiguousarray(skdata.astronaut()[100:164, 150:246])[None]  # 64 x 96 x 3
-
-
-PHOTO_GREY = np.ascontiguousarray(skdata.camera()[200:248, 260:340])[None, :, :, None]  # 48 x 80 x 1
-
-
-PHOTO_COFFEE = np.ascontiguousarray(skdata.coffee()[::8, ::8])[None]  # 50 x 75 x 3
-
-
-def surrogate_of(
-    t: Transform, images: np.ndarray, seed: int = 0
-) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-    params = t.sample(np.random.default_rng(seed), images.shape)
-    x = nhwc_uint8_to_nchw_float(images).requires_grad_(True)
-    y = t.surrogate(x, params)
-    return t.apply(images, params), x, y
 
 
 @pytest.mark.parametrize("sigma", [0.5, 1.0, 2.5])
@@ -138,31 +128,9 @@ def test_glass_blur_is_blur_gather_blur() -> None:
     assert np.abs(out.astype(int) - plain).mean() > 1  # the moves matter
 
 
-ALL_KINDS: list[Transform] = [
-    Median(size=3),
-    Median(size=[2, 5]),
-    GaussianBlur(sigma=[0.3, 3.0]),
-    GaussianBlur(sigma=1.0, kernel_size=3),
-    MotionBlur(),
-    MotionBlur(kernel_size=[9, 15]),
-    GlassBlur(),
-    GlassBlur(sigma=[0.5, 1.5], max_delta=3, iterations=1),
-]
-
-
 @pytest.mark.parametrize("t", of_module(ALL_KINDS, MODULE), ids=str)
 def test_surrogate_agrees_with_apply_and_has_gradient(t: Transform) -> None:
-    images = np.concatenate([PHOTO_COFFEE[:, :40, :60], RNG.integers(0, 256, (1, 40, 60, 3), dtype=np.uint8)])
-    out, x, y = surrogate_of(t, images, seed=4)
-    assert t.surrogate_kind == "exact"
-    diff = np.abs(nchw_float_to_nhwc_uint8(y).astype(int) - out.astype(int))
-    assert diff.max() <= 1
-    # they may differ only where the exact value is a rounding tie (an average of an even number of pixels)
-    levels = y.detach().permute(0, 2, 3, 1).numpy() * 255.0
-    assert np.all(np.abs(levels[diff > 0] % 1.0 - 0.5) < 1e-3)
-    (y * torch.linspace(0, 1, y.numel()).reshape(y.shape)).sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all()
-    assert float(x.grad.abs().sum()) > 0 and bool((x.grad != 0).float().mean() > 0.2)
+    check_exact_surrogate_agrees_and_has_gradient(t, RNG.integers(0, 256, (1, 40, 60, 3), dtype=np.uint8))
 
 
 @settings(max_examples=15, deadline=None)
@@ -190,64 +158,24 @@ def test_contract_glass(images: np.ndarray, max_delta: int, iterations: int) -> 
 
 @pytest.mark.parametrize(
     ("t", "side"),
-    of_module(
-        [
-            (Median(size=5), 4),
-            (Median(size=2), 1),
-            (GaussianBlur(), 2),
-            (MotionBlur(), 2),
-            (GlassBlur(max_delta=3), 6),
-        ],
-        MODULE,
-    ),
+    of_module(FILTERS_TOO_SMALL, MODULE),
     ids=str,
 )
 def test_too_small_inputs_raise(t: Transform, side: int) -> None:
-    with pytest.raises(InputError, match="at least"):
-        t(np.zeros((1, side, 20, 3), np.uint8))
-    assert t(np.zeros((1, t.min_size, t.min_size, 1), np.uint8)).shape == (1, t.min_size, t.min_size, 1)
+    check_too_small_inputs_raise(t, side)
 
 
 @pytest.mark.parametrize(
     ("name", "kwargs", "param"),
-    of_module(
-        [
-            ("median", {"size": 1}, "size"),
-            ("median", {"size": 10}, "size"),
-            ("median", {"size": [5, 3]}, "size"),
-            ("median", {"size": 3.5}, "size"),
-            ("gaussian_blur", {"sigma": 0.0}, "sigma"),
-            ("gaussian_blur", {"sigma": [1.0, 50.0]}, "sigma"),
-            ("gaussian_blur", {"kernel_size": 4}, "kernel_size"),
-            ("gaussian_blur", {"kernel_size": 1}, "kernel_size"),
-            ("motion_blur", {"kernel_size": 4}, "kernel_size"),
-            ("motion_blur", {"kernel_size": [3, 8]}, "kernel_size"),
-            ("motion_blur", {"direction": 2.0}, "direction"),
-            ("motion_blur", {"angle": "left"}, "angle"),
-            ("glass_blur", {"max_delta": 0}, "max_delta"),
-            ("glass_blur", {"iterations": 0}, "iterations"),
-            ("glass_blur", {"sigma": -1.0}, "sigma"),
-            ("glass_blur", {"sigmas": 1.0}, "sigma"),
-        ],
-        MODULE,
-    ),
+    of_module(FILTERS_BAD_PARAMS, MODULE),
 )
 def test_bad_params_name_the_parameter(name: str, kwargs: dict[str, Any], param: str) -> None:
-    # Through the spec path (files, strings): an unknown name is a SpecError suggesting the right one.
-    # Called directly, the constructor's real signature refuses an unknown keyword with Python's TypeError.
-    with pytest.raises(SpecError, match=f"'{param}"):
-        build({"name": name, **kwargs})
-    unknown = set(kwargs) - {p.name for p in get_transform(name).params}
-    with pytest.raises(TypeError if unknown else SpecError):
-        get_transform(name)(**kwargs)
+    check_bad_params_name_the_parameter(name, kwargs, param)
 
 
 @pytest.mark.parametrize("t", of_module(ALL_KINDS, MODULE), ids=str)
 def test_registered_and_spec_round_trips(t: Transform) -> None:
-    assert get_transform(t.name) is type(t)
-    chain = load_chain(str(t))
-    assert chain.to_spec() == load_chain(chain.to_spec()).to_spec()
-    assert str(chain) == str(t)
+    check_registered_and_spec_round_trips(t)
 
 
 def test_blurs_keep_flat_images_flat() -> None:

@@ -5,62 +5,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import cv2
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from skimage import data
 
-from fencebox.errors import InputError, SpecError
-from fencebox.registry import list_transforms
-from fencebox.spec import build, load_chain
+from fencebox.spec import load_chain
 from fencebox.testing import batches, check_contract
 from fencebox.transforms.base import Transform
 from fencebox.transforms.denoise import NLMeans, TVMin
-from fencebox.transforms.noise import CoarseDropout, GaussianNoise
-from fencebox.transforms.pixel_deflection import PixelDeflection
+from tests.transforms.helpers import (
+    NOISE_BAD_PARAMS,
+    NOISE_TOO_SMALL,
+    check_bad_param_raises_spec_error,
+    check_spec_round_trip_and_registry,
+    check_too_small_raises_input_error,
+    mse,
+    photo,
+    photo_crop,
+)
+from tests.transforms.helpers import NOISE_FACTORIES as FACTORIES
 from tests.transforms.select import of_module
 
 MODULE = "fencebox.transforms.denoise"
-
-
-FACTORIES: dict[str, Callable[[], Transform]] = {
-    "gaussian_noise": GaussianNoise,
-    "gaussian_noise_range": lambda: GaussianNoise(sigma=[0.0, 40.0]),
-    "coarse_dropout": CoarseDropout,
-    "coarse_dropout_many": lambda: CoarseDropout(
-        holes=[0, 6], hole_height=0.3, hole_width=[0.05, 0.5], fill=200
-    ),
-    "pixel_deflection": PixelDeflection,
-    "pixel_deflection_estimated": lambda: PixelDeflection(deflections=50, window=2, sigma=None),
-    "pixel_deflection_raw": lambda: PixelDeflection(deflections=300, denoise=False),
-    "nl_means": NLMeans,
-    "nl_means_rgb": lambda: NLMeans(search_window=13, patch_size=5, h=6.0, color="rgb"),
-    "tv_min": lambda: TVMin(iterations=20),
-    "tv_min_range": lambda: TVMin(keep_prob=[0.2, 0.8], weight=0.1, iterations=10),
-}
-
-
-def _photo(h: int = 96, w: int = 80, gray: bool = False) -> np.ndarray:
-    """A downscaled scikit-image photo as a 1-image uint8 batch (ships with scikit-image, no download)."""
-    if gray:
-        return cv2.resize(data.camera(), (w, h), interpolation=cv2.INTER_AREA)[None, :, :, None]
-    return cv2.resize(data.astronaut(), (w, h), interpolation=cv2.INTER_AREA)[None]
-
-
-def _crop(h: int, w: int, gray: bool = False) -> np.ndarray:
-    """A full-resolution crop of a scikit-image photo (natural detail per pixel) as a 1-image batch."""
-    if gray:
-        return np.ascontiguousarray(data.camera()[100 : 100 + h, 200 : 200 + w, None][None])
-    return np.ascontiguousarray(data.astronaut()[60 : 60 + h, 180 : 180 + w][None])
-
-
-def _mse(a: np.ndarray, b: np.ndarray) -> float:
-    return float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
 
 
 def _tv(images: np.ndarray) -> float:
@@ -78,10 +47,7 @@ def test_contract(key: str, images: np.ndarray, seed: int) -> None:
 
 @pytest.mark.parametrize("key", of_module(sorted(FACTORIES), MODULE))
 def test_spec_round_trip_and_registry(key: str) -> None:
-    t = FACTORIES[key]()
-    assert t.name in list_transforms()
-    assert build(t.to_spec()) == t
-    assert str(load_chain(str(t))) == str(t)
+    check_spec_round_trip_and_registry(FACTORIES[key]())
 
 
 @pytest.mark.parametrize(
@@ -97,12 +63,12 @@ def test_sample_is_cheap_and_per_image(key: str) -> None:
 
 @pytest.mark.parametrize("gray", [False, True])
 def test_nl_means_reduces_noise_on_a_photo(gray: bool) -> None:
-    clean = _photo(gray=gray)
+    clean = photo(gray=gray)
     sigma = 5.0 if gray else 8.0  # h=4 is Feature Squeezing's mild setting
     noise = np.random.default_rng(1).normal(0.0, sigma, clean.shape)
     noisy = np.clip(np.rint(clean + noise), 0, 255).astype(np.uint8)
     out = NLMeans()(noisy)
-    assert _mse(out, clean) < 0.8 * _mse(noisy, clean)
+    assert mse(out, clean) < 0.8 * mse(noisy, clean)
 
 
 def test_nl_means_colour_modes() -> None:
@@ -116,17 +82,17 @@ def test_nl_means_colour_modes() -> None:
 
 
 def test_tv_min_reduces_tv_and_stays_close() -> None:
-    clean = _crop(96, 88)
+    clean = photo_crop(96, 88)
     out = TVMin()(clean, rng=0)
     assert _tv(out) < 0.8 * _tv(clean)
     assert np.abs(out.astype(int) - clean).mean() < 7.0  # grey levels; dropping without refilling: ~50
-    gray = _crop(96, 88, gray=True)
+    gray = photo_crop(96, 88, gray=True)
     assert _tv(TVMin()(gray, rng=0)) < 0.8 * _tv(gray)
 
 
 def test_tv_min_ignores_the_values_of_dropped_pixels() -> None:
     """The reconstruction sees only kept pixels: dropped ones may hold anything (an attack included)."""
-    images = _photo(40, 36)
+    images = photo(40, 36)
     t = TVMin()
     params = t.sample(np.random.default_rng(4), images.shape)
     dropped = t.masks(params, images.shape) == 0
@@ -137,7 +103,7 @@ def test_tv_min_ignores_the_values_of_dropped_pixels() -> None:
 
 
 def test_tv_min_limits() -> None:
-    images = _photo(30, 20)
+    images = photo(30, 20)
     # Everything kept and no TV term: the solution is the input itself.
     np.testing.assert_array_equal(TVMin(keep_prob=1.0, weight=0.0)(images, rng=0), images)
     # A larger weight smooths more.
@@ -147,7 +113,7 @@ def test_tv_min_limits() -> None:
 def test_tv_min_default_steps_are_near_the_optimum() -> None:
     import fencebox.transforms.denoise as denoise
 
-    images = _photo(48, 40)
+    images = photo(48, 40)
     t = TVMin()
     params = t.sample(np.random.default_rng(0), images.shape)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
@@ -166,61 +132,24 @@ def test_tv_min_default_steps_are_near_the_optimum() -> None:
 
 @pytest.mark.parametrize(
     ("cls", "kwargs", "param"),
-    of_module(
-        [
-            (GaussianNoise, {"sigma": -1.0}, "sigma"),
-            (GaussianNoise, {"sigma": [9.0, 2.0]}, "sigma"),
-            (GaussianNoise, {"std": 3.0}, "std"),
-            (CoarseDropout, {"holes": 100}, "holes"),
-            (CoarseDropout, {"hole_height": 1.5}, "hole_height"),
-            (CoarseDropout, {"hole_width": [0.1, 0.2, 0.3]}, "hole_width"),
-            (CoarseDropout, {"fill": 300}, "fill"),
-            (PixelDeflection, {"window": 0}, "window"),
-            (PixelDeflection, {"deflections": -1}, "deflections"),
-            (PixelDeflection, {"sigma": 2.0}, "sigma"),
-            (PixelDeflection, {"denoise": "yes"}, "denoise"),
-            (NLMeans, {"search_window": 10}, "search_window"),
-            (NLMeans, {"patch_size": 4}, "patch_size"),
-            (NLMeans, {"patch_size": 15, "search_window": 11}, "patch_size"),
-            (NLMeans, {"h": -1.0}, "h"),
-            (NLMeans, {"color": "hsv"}, "color"),
-            (TVMin, {"keep_prob": 1.5}, "keep_prob"),
-            (TVMin, {"weight": -0.1}, "weight"),
-            (TVMin, {"iterations": 0}, "iterations"),
-        ],
-        MODULE,
-    ),
+    of_module(NOISE_BAD_PARAMS, MODULE),
 )
 def test_bad_params_raise_spec_error_naming_the_parameter(
     cls: type[Transform], kwargs: dict, param: str
 ) -> None:
-    # Through the spec path an unknown name is a SpecError suggesting the right one; called directly,
-    # the constructor's real signature refuses an unknown keyword with Python's TypeError.
-    with pytest.raises(SpecError, match=f"'{param}'"):
-        build({"name": cls.name, **kwargs})
-    unknown = set(kwargs) - {p.name for p in cls.params}
-    with pytest.raises(TypeError if unknown else SpecError):
-        cls(**kwargs)
+    check_bad_param_raises_spec_error(cls, kwargs, param)
 
 
 @pytest.mark.parametrize(
     ("t", "shape"),
-    of_module(
-        [
-            (NLMeans(patch_size=5, search_window=11), (1, 4, 9, 3)),
-            (TVMin(), (1, 1, 9, 1)),
-            (PixelDeflection(), (2, 9, 1, 3)),
-        ],
-        MODULE,
-    ),
+    of_module(NOISE_TOO_SMALL, MODULE),
 )
 def test_too_small_images_raise_input_error(t: Transform, shape: tuple[int, int, int, int]) -> None:
-    with pytest.raises(InputError, match="at least"):
-        t(np.zeros(shape, dtype=np.uint8), rng=0)
+    check_too_small_raises_input_error(t, shape)
 
 
 def test_presets_using_these_transforms_run() -> None:
-    images = _photo(32, 40)
+    images = photo(32, 40)
     for preset in ("guo2018-tvm", "pixel-deflection"):
         out = load_chain(preset)(images, rng=0)
         assert out.shape == images.shape and out.dtype == np.uint8

@@ -5,35 +5,35 @@
 
 from __future__ import annotations
 
-import io
-from typing import Any
-
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
-from skimage import data
 
-from fencebox import load_chain
-from fencebox.chain import Chain
-from fencebox.errors import SpecError
-from fencebox.registry import get_transform
-from fencebox.testing import batches, check_contract
-from fencebox.torch_util import nchw_float_to_nhwc_uint8, nhwc_uint8_to_nchw_float
+from fencebox.testing import batches
+from fencebox.torch_util import nhwc_uint8_to_nchw_float
 from fencebox.transforms._dct import LUMA_TABLE, scaled_table
 from fencebox.transforms.base import Transform
 from fencebox.transforms.feature_distillation import FeatureDistillation
 from fencebox.transforms.jpeg import Jpeg, jpeg_roundtrip
 from fencebox.transforms.shield import Shield
 from fencebox.transforms.webp import Webp
+from tests.transforms.helpers import (
+    CODEC_BAD_SPECS,
+    CODECS,
+    GRAY,
+    PHOTOS,
+    check_bad_spec_raises_spec_error,
+    check_codec_contract,
+    check_codec_spec_round_trip,
+    pillow_roundtrip,
+    surrogate_levels,
+)
+from tests.transforms.helpers import CODEC_SETTINGS as SETTINGS
 from tests.transforms.select import of_module
 
 MODULE = "fencebox.transforms.jpeg"
-
-
-SETTINGS = settings(max_examples=15, deadline=None)
 
 
 QUALITIES = (20, 50, 75, 95)
@@ -42,60 +42,16 @@ QUALITIES = (20, 50, 75, 95)
 SUBSAMPLINGS = ("4:4:4", "4:2:2", "4:2:0")
 
 
-def _crop(img: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(img[:224, :224])
-
-
-PHOTOS = np.stack([_crop(getattr(data, n)()) for n in ("astronaut", "coffee", "chelsea", "rocket")])
-
-
-GRAY = _crop(data.camera())[None, :, :, None]
-
-
-def _pillow_roundtrip(img: np.ndarray, fmt: str, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
-    pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
-    buf = io.BytesIO()
-    extra: dict[str, Any] = {"subsampling": subsampling} if fmt == "JPEG" and img.shape[-1] == 3 else {}
-    pil.save(buf, fmt, quality=quality, **extra)
-    out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("L" if img.shape[-1] == 1 else "RGB"))
-    return out.reshape(img.shape)
-
-
-def _surrogate_levels(t: Transform, images: np.ndarray, seed: int = 0) -> np.ndarray:
-    """|surrogate - apply| in grey levels on the same params."""
-    params = t.sample(np.random.default_rng(seed), images.shape)
-    exact = t.apply(images, params)
-    approx = nchw_float_to_nhwc_uint8(t.surrogate(nhwc_uint8_to_nchw_float(images), params))
-    return np.abs(approx.astype(int) - exact.astype(int))
-
-
-CODECS = [
-    Jpeg(),
-    Jpeg(quality=[10, 90], subsampling="4:4:4"),
-    Jpeg(quality=5, subsampling="4:2:2"),
-    Webp(),
-    Webp(quality=[5, 95]),
-    FeatureDistillation(),
-    FeatureDistillation(colorspace="rgb", low_step=10, high_step=60, low_bands=2),
-    Shield(),
-    Shield(qualities=[10, 90], block=5, subsampling="4:4:4"),
-]
-
-
 @pytest.mark.parametrize("t", of_module(CODECS, MODULE), ids=str)
 @SETTINGS
 @given(images=batches(min_side=1, max_side=40))
 def test_contract(t: Transform, images: np.ndarray) -> None:
-    check_contract(t, images, seed=int(images.sum()) % 1000)
+    check_codec_contract(t, images)
 
 
 @pytest.mark.parametrize("t", of_module(CODECS, MODULE), ids=str)
 def test_spec_round_trips(t: Transform) -> None:
-    chain = load_chain(str(t))
-    assert isinstance(chain, Chain)
-    again = chain.children[0]
-    assert again == t and again.to_spec() == t.to_spec()
-    assert get_transform(t.name) is type(t)
+    check_codec_spec_round_trip(t)
 
 
 @pytest.mark.parametrize("subsampling", SUBSAMPLINGS)
@@ -104,7 +60,7 @@ def test_jpeg_matches_pillow(quality: int, subsampling: str) -> None:
     t = Jpeg(quality=quality, subsampling=subsampling)
     for batch in (PHOTOS, GRAY):
         ours = t(batch, rng=0)
-        ref = np.stack([_pillow_roundtrip(img, "JPEG", quality, subsampling) for img in batch])
+        ref = np.stack([pillow_roundtrip(img, "JPEG", quality, subsampling) for img in batch])
         assert np.abs(ours.astype(int) - ref.astype(int)).max() <= 1
         assert not np.array_equal(ours, batch)  # it really compressed
 
@@ -112,10 +68,10 @@ def test_jpeg_matches_pillow(quality: int, subsampling: str) -> None:
 @pytest.mark.parametrize("subsampling", SUBSAMPLINGS)
 @pytest.mark.parametrize("quality", QUALITIES)
 def test_jpeg_surrogate_is_close(quality: int, subsampling: str) -> None:
-    diff = _surrogate_levels(Jpeg(quality=quality, subsampling=subsampling), PHOTOS)
+    diff = surrogate_levels(Jpeg(quality=quality, subsampling=subsampling), PHOTOS)
     assert diff.mean() < 1.0, diff.mean()
     assert np.percentile(diff, 99) <= 6
-    gray = _surrogate_levels(Jpeg(quality=quality), GRAY)
+    gray = surrogate_levels(Jpeg(quality=quality), GRAY)
     assert gray.mean() < 0.5, gray.mean()
 
 
@@ -151,30 +107,10 @@ def test_quality_table_is_libjpegs() -> None:
 
 @pytest.mark.parametrize(
     ("spec", "words"),
-    of_module(
-        [
-            ("jpeg(quality=0)", ["quality", "[1, 100]"]),
-            ("jpeg(quality=101)", ["quality", "[1, 100]"]),
-            ("jpeg(quality=[90, 10])", ["quality", "lo > hi"]),
-            ("jpeg(quality=50.5)", ["quality", "int"]),
-            ('jpeg(subsampling="4:1:1")', ["subsampling", "4:2:0"]),
-            ("webp(quality=[0, 50])", ["quality", "[1, 100]"]),
-            ("shield(qualities=[])", ["qualities", "[1, 100]"]),
-            ("shield(qualities=[20, 20])", ["qualities", "distinct"]),
-            ("shield(qualities=[20, 120])", ["qualities", "[1, 100]"]),
-            ("shield(block=0)", ["block", "[1, 256]"]),
-            ("feature_distillation(low_bands=9)", ["low_bands", "[0, 8]"]),
-            ("feature_distillation(low_step=40, high_step=30)", ["low_step", "high_step"]),
-            ('feature_distillation(colorspace="hsv")', ["colorspace", "ycbcr"]),
-        ],
-        MODULE,
-    ),
+    of_module(CODEC_BAD_SPECS, MODULE),
 )
 def test_bad_params_raise_spec_error(spec: str, words: list[str]) -> None:
-    with pytest.raises(SpecError) as info:
-        load_chain(spec)
-    for w in words:
-        assert w in str(info.value)
+    check_bad_spec_raises_spec_error(spec, words)
 
 
 @given(side=st.integers(1, 7), channels=st.sampled_from([1, 3]))
