@@ -35,7 +35,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 evaluate() {  # model folder chains workers
   local model="$1" folder="$2" chains="$3" workers="$4" extra=()
-  [[ "$folder" == "mnist-adv" ]] && extra=(--source builtin:mnist)
+  [[ "$model" == "builtin:mnist-adv" ]] && extra=(--source builtin:mnist)
   "$PYTHON" -m fencebox.cli evaluate --model "$model" "${extra[@]}" -n "$N" --chains "$chains" \
     --threat all --eps 0.1,0.2,0.3 "${BUDGET[@]}" --threads 1 --workers "$workers" --service http \
     --device cpu --save-adversarials --out "$OUT/$folder"

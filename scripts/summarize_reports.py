@@ -68,9 +68,33 @@ def summarize(folder: Path) -> str:
     return "\n".join(lines)
 
 
+def worst_case_table(folders: list[Path], eps: float) -> str:
+    """The README's compact table: per chain, clean and worst-case robust accuracy at ``eps`` for each report."""
+    reports = [json.loads((f / "report.json").read_text()) for f in folders]
+    chains: list[str] = []
+    cells: dict[tuple[int, str], str] = {}
+    for i, report in enumerate(reports):
+        for r in report["results"]:
+            if r["threat"] != "worst-case" or r["norm"] != "linf" or abs(r["eps"] - eps) > 1e-9:
+                continue
+            if r["chain"] not in chains:
+                chains.append(r["chain"])
+            cells[i, r["chain"]] = f"{_pct(r['clean_accuracy'])} | {_cell(r, 'worst-case')}"
+    names = [str(r["config"]["model"]) for r in reports]
+    head = "| chain | " + " | ".join(f"{n}: clean | worst case at eps {eps:g}" for n in names) + " |"
+    rule = "|---|" + "---|---|" * len(reports)
+    rows = [f"| {c} | " + " | ".join(cells.get((i, c), "- | -") for i in range(len(reports))) + " |" for c in chains]
+    return "\n".join([head, rule, *rows])
+
+
 def main() -> None:
-    """Summarise every folder given on the command line."""
-    for arg in sys.argv[1:] or ["reports/mnist", "reports/mnist-adv"]:
+    """Summarise every folder given on the command line (``--worst EPS``: the README's compact table)."""
+    args = sys.argv[1:]
+    if args[:1] == ["--worst"]:
+        eps, folders = float(args[1]), args[2:] or ["reports/mnist", "reports/mnist-adv"]
+        print(worst_case_table([Path(f) for f in folders], eps))
+        return
+    for arg in args or ["reports/mnist", "reports/mnist-adv"]:
         print(summarize(Path(arg)))
         print()
 
