@@ -83,7 +83,10 @@ def worst_case_table(folders: list[Path], eps: float) -> str:
     names = [str(r["config"]["model"]) for r in reports]
     head = "| chain | " + " | ".join(f"{n}: clean | worst case at eps {eps:g}" for n in names) + " |"
     rule = "|---|" + "---|---|" * len(reports)
-    rows = [f"| {c} | " + " | ".join(cells.get((i, c), "- | -") for i in range(len(reports))) + " |" for c in chains]
+    rows = [
+        f"| {c} | " + " | ".join(cells.get((i, c), "- | -") for i in range(len(reports))) + " |"
+        for c in chains
+    ]
     return "\n".join([head, rule, *rows])
 
 
