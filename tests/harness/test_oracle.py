@@ -46,7 +46,11 @@ def test_http_and_local_oracles_see_what_the_service_answers(tmp_path: Path) -> 
             if "scores" in raw:
                 assert got.scores is not None and local.scores is not None
                 assert raw["scores"].tobytes() == got.scores.astype(raw["scores"].dtype).tobytes()
-                np.testing.assert_array_equal(local.scores, got.scores)  # same float32 values, widened alike
+                # The local oracle runs the eager module, the service a TorchScript copy (and other torch
+                # threads): the same maths, whose float32 results may differ in the last bit, and by one
+                # rounding step under ``rounded`` where a value sits on a rounding boundary.
+                tol = 0.01 + 1e-6 if policy == "rounded" else 1e-6
+                np.testing.assert_allclose(local.scores, got.scores, rtol=0, atol=tol)
             else:
                 assert got.scores is None and local.scores is None
             if "topk" in raw:
