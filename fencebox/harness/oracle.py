@@ -56,7 +56,11 @@ class LocalOracle:
     """The exact serving path in-process: fresh chain draw per query, the model, then the output policy."""
 
     def __init__(
-        self, defended: DefendedClassifier, policy: str = "label", k: int = 5, decimals: int = 2
+        self,
+        defended: DefendedClassifier,
+        policy: str = "label",
+        k: int = 5,
+        decimals: int = DEFAULT_DECIMALS,
     ) -> None:
         check_policy(policy)
         self.defended = defended

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from fencebox.policy import expose
+from fencebox.policy import DEFAULT_DECIMALS, expose, exposes_scores
 from fencebox.service.v2codec import Tensor
 
 
@@ -27,7 +27,7 @@ def rest_answers(
         elif shown.scores is not None:
             values = shown.scores[i].astype(np.float64).tolist()
             if policy == "rounded":
-                values = [round(v, 2) for v in values]
+                values = [round(v, DEFAULT_DECIMALS) for v in values]
             a["scores"] = {class_names[j]: float(v) for j, v in enumerate(values)}
         answers.append(a)
     return answers
@@ -38,7 +38,7 @@ def v2_output_signature(policy: str, k: int, classes: int) -> list[dict[str, Any
     sig: list[dict[str, Any]] = [{"name": "label", "datatype": "INT64", "shape": [-1]}]
     if policy == "topk":
         sig.append({"name": "topk", "datatype": "INT64", "shape": [-1, min(k, classes)]})
-    elif policy in ("rounded", "scores"):
+    elif exposes_scores(policy):
         sig.append({"name": "scores", "datatype": "FP32", "shape": [-1, classes]})
     return sig
 
