@@ -8,8 +8,8 @@ the strict figure (correct on every scoring draw) follows in parentheses where i
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,13 +92,22 @@ def worst_case_table(folders: list[Path], eps: float) -> str:
 
 def main() -> None:
     """Summarise every folder given on the command line (``--worst EPS``: the README's compact table)."""
-    args = sys.argv[1:]
-    if args[:1] == ["--worst"]:
-        eps, folders = float(args[1]), args[2:] or ["reports/mnist", "reports/mnist-adv"]
-        print(worst_case_table([Path(f) for f in folders], eps))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "folders", nargs="*", type=Path, default=[Path("reports/mnist"), Path("reports/mnist-adv")]
+    )
+    parser.add_argument(
+        "--worst", type=float, metavar="EPS", help="print the compact worst-case table at EPS"
+    )
+    args = parser.parse_args()
+    missing = [str(f) for f in args.folders if not (f / "report.json").is_file()]
+    if missing:
+        parser.error(f"no report.json in {', '.join(missing)}")
+    if args.worst is not None:
+        print(worst_case_table(args.folders, args.worst))
         return
-    for arg in args or ["reports/mnist", "reports/mnist-adv"]:
-        print(summarize(Path(arg)))
+    for folder in args.folders:
+        print(summarize(folder))
         print()
 
 
