@@ -3,7 +3,9 @@ work, and the one place stages are timed."""
 
 from __future__ import annotations
 
+import json
 import socket
+import sys
 import time
 
 import httpx
@@ -133,3 +135,34 @@ def test_stage_timings_come_from_the_runtime() -> None:
         metrics = httpx.get(s.url + "/metrics").text
         for stage in ("decode", "chain", "queue", "model"):
             assert f'fencebox_stage_seconds_count{{route="tiny",stage="{stage}"}} 1.0' in metrics
+
+
+def test_the_gil_switch_interval_is_set_while_serving_and_restored_after() -> None:
+    before = sys.getswitchinterval()
+    with serve(Settings(routes=[route()], threads=2, gil_switch_ms=0.5)) as s:
+        assert httpx.get(s.url + "/v2/health/live", timeout=30).status_code == 200
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+    assert sys.getswitchinterval() == pytest.approx(before)
+
+
+def test_small_v2_bodies_are_parsed_and_timed_like_large_ones() -> None:
+    """A one-image binary body (parsed inline) and a large JSON one (parsed off the loop) both answer
+    and both report a parse stage."""
+    with serve(Settings(routes=[route(limits={"max_images": 64})], threads=2)) as s:
+        for n, binary in ((1, True), (64, False)):
+            x = np.zeros((n, 28, 28, 1), np.uint8)
+            head = {"inputs": [{"name": "input", "datatype": "UINT8", "shape": list(x.shape)}]}
+            if binary:
+                head["inputs"][0]["parameters"] = {"binary_data_size": x.nbytes}
+                h = json.dumps(head).encode()
+                r = httpx.post(
+                    s.url + "/v2/models/tiny/infer",
+                    content=h + x.tobytes(),
+                    headers={"inference-header-content-length": str(len(h))},
+                    timeout=30,
+                )
+            else:
+                head["inputs"][0]["data"] = x.ravel().tolist()
+                r = httpx.post(s.url + "/v2/models/tiny/infer", json=head, timeout=30)
+            assert r.status_code == 200, r.text
+            assert "parse;dur=" in r.headers["server-timing"]
