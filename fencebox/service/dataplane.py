@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -30,6 +30,8 @@ from fencebox.service.policy import v2_output_signature, v2_outputs
 from fencebox.service.runtime import INLINE_PARSE_BYTES, RequestContext, Route, Runtime, is_identity
 from fencebox.service.v2codec import Tensor
 from fencebox.transforms.base import Transform
+
+T = TypeVar("T")
 
 INPUT_NAME = "input"
 
@@ -174,6 +176,25 @@ async def purify(
 
     result: tuple[bytes, str] = await rt.within_deadline(ctx, work())
     return result
+
+
+async def classify_after(
+    rt: Runtime, ctx: RequestContext, stage: str, fn: Callable[..., tuple[T, np.ndarray]], *args: Any
+) -> tuple[T, np.ndarray]:
+    """Run ``fn`` as one stage (off the loop, cancellable) and classify the batch it returns.
+
+    For work that produces more than a purified batch (e.g. every stage's image for the playground):
+    ``fn`` returns ``(result, batch)``; the answer is ``(result, logits)``, under the request's deadline.
+    """
+    route = ctx.route
+
+    async def work() -> tuple[T, np.ndarray]:
+        with route.batcher.expect():
+            result, batch = await rt.stage(ctx, stage, fn, *args)
+        return result, await _model(rt, ctx, batch)
+
+    answer: tuple[T, np.ndarray] = await rt.within_deadline(ctx, work())
+    return answer
 
 
 async def parse_v2(
