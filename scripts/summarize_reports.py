@@ -34,14 +34,32 @@ def _cell(r: dict[str, Any], threat: str) -> str:
     return text
 
 
+def advgan_cells(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, Any]]:
+    """Per (chain, eps), the AdvGAN row a table shows: the per-example "worst of" row of the chain's
+    gradient estimators, or the only row where the chain has one (never the row with the best result)."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["chain"], r["eps"]), []).append(r)
+    out: dict[tuple[str, float], dict[str, Any]] = {}
+    for key, group in groups.items():
+        worst = [r for r in group if str(r["gradient"]).startswith("worst of")]
+        if len(worst) != 1 and len(group) != 1:
+            raise SystemExit(f"advgan rows {key}: {len(group)} estimator rows and no single 'worst of' row")
+        out[key] = worst[0] if len(worst) == 1 else group[0]
+    return out
+
+
 def summarize(folder: Path) -> str:
-    """One Markdown table: a row per chain and eps, a column per threat, black-box median queries."""
+    """One Markdown table: a row per chain and eps, a column per threat, black-box median queries;
+    an ``advgan`` column (outside the worst case) when the report has AdvGAN rows."""
     report = json.loads((folder / "report.json").read_text())
     cfg = report["config"]
     rows: dict[tuple[str, float], dict[str, dict[str, Any]]] = {}
     for r in report["results"]:
         rows.setdefault((r["chain"], r["eps"]), {})[r["threat"]] = r
-    present = [t for t in THREATS if any(t in by for by in rows.values())]
+    for key, r in advgan_cells(report.get("advgan_results") or []).items():
+        rows.setdefault(key, {})["advgan"] = r
+    present = [t for t in [*THREATS, "advgan"] if any(t in by for by in rows.values())]
     head = ["chain", "clean", "eps", *present]
     title = f"### {cfg['model']} (n = {cfg['n']})"
     if report.get("evaluation", "").startswith("smoke") or cfg.get("smoke"):
@@ -58,6 +76,14 @@ def summarize(folder: Path) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     failed = [c for c in report["checks"] if not c["passed"]]
     lines.append("")
+    if "advgan" in present:
+        gan = next(by["advgan"] for by in rows.values() if "advgan" in by)
+        lines.append(
+            f"advgan: AdvGAN (generator trained {cfg.get('advgan_epochs', '?')} epoch(s) on "
+            f"{cfg.get('train_images', '?')} training images), per example the worse of the gradient "
+            f"estimators' generators ({gan['verdict']['select']['draws']} selection / "
+            f"{gan['verdict']['score']['draws']} scoring draws); not part of worst-case."
+        )
     if report.get("escalations"):
         lines.append("Escalated (black-box beat white-box): " + ", ".join(report["escalations"]) + ".")
     lines.append(

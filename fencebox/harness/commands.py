@@ -58,6 +58,13 @@ def select_indices(total: int, n: int, how: str) -> np.ndarray:
     raise ConfigError(f"--select must be 'first' or 'spread', got {how!r}")
 
 
+def limit_training(train: tuple[np.ndarray, np.ndarray], limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """``--train-limit``: ``limit`` training examples evenly spaced over the split, not the first ones,
+    because the built-in training splits are sorted by class (the first 500 MNIST digits are 0s and 1s)."""
+    keep = select_indices(len(train[1]), limit, "spread")
+    return train[0][keep], train[1][keep]
+
+
 def route_name(chain: str, policy: str, i: int) -> str:
     """A service route name for a (chain, policy) pair."""
     slug = re.sub(r"[^A-Za-z0-9_.\-]", "-", chain)[:40].strip("-") or "chain"
@@ -92,7 +99,10 @@ def evaluate(
     patch_steps: int = typer.Option(100, "--patch-steps", help="optimisation steps of a patch attack"),
     advgan_epochs: int = typer.Option(5, "--advgan-epochs", help="AdvGAN generator training epochs"),
     train_limit: int = typer.Option(
-        0, "--train-limit", help="train patches and AdvGAN on the first N training images (0: all)"
+        0,
+        "--train-limit",
+        help="train patches and AdvGAN on N training images evenly spaced over the training split, "
+        "so every class is in (0: all)",
     ),
     attacks: str | None = typer.Option(
         None,
@@ -252,7 +262,7 @@ def _evaluate(a: dict[str, Any]) -> None:
         patch_configs(shapes, sizes, a["data"], images.shape[1:3], a["patch_steps"], a["seed"])
     train = load_dataset(train_split_of(a["data"])) if want_patch or want_advgan else None
     if train is not None and a["train_limit"] > 0:
-        train = (train[0][: a["train_limit"]], train[1][: a["train_limit"]])
+        train = limit_training(train, a["train_limit"])
     source_ref = a["source"]
     source = load_model(source_ref, device=driver_device) if source_ref else None
     out: Path = a["out"]
@@ -347,6 +357,10 @@ def _evaluate(a: dict[str, Any]) -> None:
                     target, a["model"], (images, labels), train, chains, config.eps, config.eot,
                     config.steps, a["advgan_epochs"], a["seed"], out / "cache", tick, verdict, save_to,
                 )  # fmt: skip
+            if train is not None:  # what the patch and AdvGAN rows were trained with
+                doc["config"]["train_images"] = len(train[1])
+                doc["config"].update({"patch_steps": a["patch_steps"]} if want_patch else {})
+                doc["config"].update({"advgan_epochs": a["advgan_epochs"]} if want_advgan else {})
             progress.update(task, completed=totals[0], description="done")
     paths = write_report(doc, out)
     for c in doc["checks"]:

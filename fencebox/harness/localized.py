@@ -217,17 +217,16 @@ def advgan_rows(
     progress: Progress | None = None,
     verdict: VerdictConfig | None = None,
     save_to: Path | None = None,
-    limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Every (chain, ε, estimator) AdvGAN row with PGD beside it, as report dicts.
 
     Where a chain has two estimators, a ``worst`` row follows (per example the worse generated
-    image on the selection draws, re-scored).  ``save_to`` as in :func:`patch_rows`; ``limit``: train
-    each generator on the first ``limit`` training images.
+    image on the selection draws, re-scored).  ``save_to`` as in :func:`patch_rows`.  Each generator is
+    trained on all of ``train``: ``fencebox evaluate --train-limit`` subsets it (class-spread) beforehand.
     """
     tick = progress or (lambda _msg: None)
     vcfg = verdict or VerdictConfig(seed=seed)
-    cfg = AdvGANConfig(epochs=epochs, seed=seed, limit=limit)
+    cfg = AdvGANConfig(epochs=epochs, seed=seed)
     cfg.validate()
     rows: list[dict[str, Any]] = []
     x, y = test

@@ -11,6 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from fencebox.cli import app
+from fencebox.harness.commands import limit_training
+from fencebox.models import load_dataset
 from tests.harness.toy import toy_data, toy_model
 
 
@@ -108,6 +110,7 @@ def test_advgan_column_next_to_pgd(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "report.json").read_text())
     (row,) = doc["advgan_results"]
     assert row["levels"] == 25 and row["pgd_steps"] == 2 and row["images_per_s"] > 0
+    assert doc["config"]["train_images"] == 40 and doc["config"]["advgan_epochs"] == 1
     assert "## AdvGAN next to PGD" in (tmp_path / "report.md").read_text()
 
 
@@ -167,3 +170,13 @@ def test_patch_and_advgan_adversarials_are_saved_and_replay_prints_the_same_numb
     res = CliRunner().invoke(app, ["replay", str(tmp_path / "report.json")])
     assert res.exit_code == 0 and "all numbers match" in res.output, res.output
     assert res.output.count("patch-glasses") == 4 and res.output.count("| advgan ") == 4
+
+
+@pytest.mark.parametrize("limit", [10, 37, 400])
+def test_train_limit_keeps_every_class_of_a_sorted_training_split(limit: int) -> None:
+    x, y = load_dataset("builtin:mnist-train")
+    assert (np.diff(y) >= 0).all()  # sorted by class: the first images are all 0s
+    xs, ys = limit_training((x, y), limit)
+    assert len(ys) == len(xs) == limit and set(ys.tolist()) == set(range(10))
+    for xi, yi in zip(xs, ys, strict=True):  # each kept image keeps its own label
+        assert (x[y == yi] == xi).all(axis=(1, 2, 3)).any()
