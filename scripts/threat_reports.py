@@ -4,7 +4,7 @@ Usage (from the repository root, PYTHONPATH=.):
 
   python scripts/threat_reports.py faces    [--out reports/faces] [--steps 100] [--glasses-steps 60]
   python scripts/threat_reports.py advgan   [--out reports/mnist-advgan] [--n 100] [--pgd-steps 20]
-  python scripts/threat_reports.py summary  [reports/faces reports/mnist-advgan]
+  python scripts/threat_reports.py summary  [reports/faces reports/mnist-advgan] [--readme README.md reports/README.md]
 
 ``faces``: builtin:faces on its 50 test images (25 faces; only faces are attacked, the goal being a
 face read as "not a face"), chains none, fencebox-default, median, jpeg and pixel-deflection, under
@@ -19,7 +19,8 @@ first ``--n`` test digits: PGD (``--pgd-steps``, CE, one random start) and AdvGA
 training ε of both adversarially trained models), in whole grey levels.  Writes report.json and
 report.md; rows of models not run this time are kept.
 
-``summary``: the Markdown tables of both reports, printed from their JSON (for the README).
+``summary``: the Markdown tables of both reports, printed from their JSON; ``--readme FILE...`` writes
+them between the threats markers of each file (README.md and reports/README.md).
 """
 
 from __future__ import annotations
@@ -338,7 +339,13 @@ def main() -> None:
     s.add_argument(
         "folders", nargs="*", type=Path, default=[Path("reports/faces"), Path("reports/mnist-advgan")]
     )
-    s.add_argument("--readme", type=Path, help="replace the block between the threats markers in this file")
+    s.add_argument(
+        "--readme",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="replace the block between the threats markers in these files (README.md reports/README.md)",
+    )
     args = parser.parse_args()
     if args.cmd == "faces":
         faces(args)
@@ -349,18 +356,24 @@ def main() -> None:
             summary_faces(folder) if (folder / "examples").exists() else summary_advgan(folder)
             for folder in args.folders
         ]
-        text = "\n\n".join(t.replace("### ", "#### ", 1) if args.readme else t for t in texts)
-        if args.readme is None:
-            print(text)
-            return
-        doc = args.readme.read_text()
-        if README_BEGIN not in doc or README_END not in doc:
-            raise SystemExit(f"{args.readme}: no {README_BEGIN} ... {README_END} block")
-        head, rest = doc.split(README_BEGIN, 1)
-        args.readme.write_text(
-            head + README_BEGIN + "\n" + text + "\n" + README_END + rest.split(README_END, 1)[1]
-        )
-        print(f"updated {args.readme}")
+        if not args.readme:
+            print("\n\n".join(texts))
+        for path in args.readme:
+            write_block(path, texts)
+            print(f"updated {path}")
+
+
+def write_block(path: Path, texts: list[str]) -> None:
+    """Replace the block between the threats markers in ``path`` with ``texts``, their ``###`` titles
+    moved one level below the heading the block sits under (``###`` under ``##``, ``####`` under ``###``)."""
+    doc = path.read_text()
+    if README_BEGIN not in doc or README_END not in doc:
+        raise SystemExit(f"{path}: no {README_BEGIN} ... {README_END} block")
+    head, rest = doc.split(README_BEGIN, 1)
+    titles = [line for line in head.splitlines() if line.startswith("#")]
+    level = len(titles[-1].split(" ", 1)[0]) + 1 if titles else 3
+    text = "\n\n".join(t.replace("### ", "#" * level + " ", 1) for t in texts)
+    path.write_text(head + README_BEGIN + "\n" + text + "\n" + README_END + rest.split(README_END, 1)[1])
 
 
 if __name__ == "__main__":
