@@ -8,6 +8,7 @@ times each (model, chain) on one torch thread:
   python benchmarks/bench_advgan.py [--models builtin:mnist builtin:mnist-adv]
       [--chains none fencebox-default guo2018-jpeg] [-n 100] [--eps 0.1 0.2 0.3] [--eot 10]
       [--steps 20] [--epochs 1] [--train-limit 500] [--out bench-advgan.json]
+  python benchmarks/bench_advgan.py --table RUN.json...     # one Markdown table of several runs
 
 Per (model, chain) it prints the wall and process-CPU seconds of the whole call and their parts: the
 generators' training (``train_seconds`` of the estimator rows), the PGD comparison (attacked images /
@@ -75,6 +76,28 @@ def measure(model_ref: str, chain_name: str, args: argparse.Namespace) -> dict[s
     }
 
 
+def markdown(paths: list[Path]) -> str:
+    """The measurements of several runs' JSON files as one Markdown table (for reports/README.md)."""
+    lines = [
+        "| model | chain | epochs x train images | generators | CPU s | training s | PGD beside s | rest s "
+        "| ms per image-epoch | AdvGAN robust at max eps |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in paths:
+        doc = json.loads(path.read_text())
+        for r in doc["results"]:
+            top = max(row["eps"] for row in r["rows"])
+            at = [row for row in r["rows"] if row["eps"] == top]
+            shown = next((row for row in at if str(row["gradient"]).startswith("worst of")), at[0])
+            lines.append(
+                f"| {r['model']} | {r['chain']} | {doc['config']['epochs']} x {r['train_images']} | "
+                f"{r['generators']} | {r['cpu_s']:.0f} | {r['train_s']:.0f} | {r['pgd_s']:.0f} | "
+                f"{r['rest_s']:.0f} | {1000 * r['train_s_per_image_epoch']:.1f} | "
+                f"{100 * shown['robust_accuracy']:.0f}% (eps {top:g}) |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Measure every (model, chain) and write the numbers as JSON."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,7 +112,11 @@ def main() -> None:
     p.add_argument("--select-draws", type=int, default=5)
     p.add_argument("--score-draws", type=int, default=20)
     p.add_argument("--out", type=Path, default=Path("bench-advgan.json"))
+    p.add_argument("--table", type=Path, nargs="+", help="print these runs' JSON as one Markdown table")
     args = p.parse_args()
+    if args.table:
+        print(markdown(args.table))
+        return
     torch.set_num_threads(1)
     results = []
     for model_ref in args.models:

@@ -122,3 +122,12 @@ def test_summary_prints_an_advgan_column_from_a_report_with_advgan_rows(tmp_path
     del report["advgan_results"]
     (tmp_path / "report.json").write_text(json.dumps(report))
     assert "advgan" not in _summarize().summarize(tmp_path)
+
+
+def test_advgan_cost_table_is_printed_from_the_committed_measurements() -> None:
+    spec = importlib.util.spec_from_file_location("bench_advgan", ROOT / "benchmarks" / "bench_advgan.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    runs = sorted((ROOT / "reports" / "mnist-advgan" / "cost").glob("*.json"))
+    assert runs and bench.markdown(runs) in (ROOT / "reports" / "README.md").read_text()

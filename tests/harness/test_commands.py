@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -102,15 +103,30 @@ def test_patch_threats_are_their_own_rows(tmp_path: Path) -> None:
     assert "## Patch threats" in (tmp_path / "report.md").read_text()
 
 
-def test_advgan_column_next_to_pgd(tmp_path: Path) -> None:
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+@pytest.mark.parametrize(("extra", "pgd_steps"), [([], 2), (["--advgan-pgd-steps", "0"], 0)])
+def test_advgan_column_next_to_pgd(tmp_path: Path, extra: list[str], pgd_steps: int) -> None:
     args = [*FACES, "--threat", "bpda", "--attacks", "pgd,advgan", "--eps", "0.1", "--steps", "2"]
-    opts = ["--advgan-epochs", "1", "--train-limit", "40", "--fast"]
+    opts = ["--advgan-epochs", "1", "--train-limit", "40", "--fast", *extra]
     r = CliRunner().invoke(app, [*args, *opts, "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
     doc = json.loads((tmp_path / "report.json").read_text())
     (row,) = doc["advgan_results"]
-    assert row["levels"] == 25 and row["pgd_steps"] == 2 and row["images_per_s"] > 0
+    assert row["levels"] == 25 and row["pgd_steps"] == pgd_steps and row["images_per_s"] > 0
+    assert (row["pgd_images_per_s"] is None) == (pgd_steps == 0)  # 0: no PGD beside AdvGAN
     assert doc["config"]["train_images"] == 40 and doc["config"]["advgan_epochs"] == 1
+    spec = importlib.util.spec_from_file_location(
+        "summarize", Path(__file__).parents[2] / "scripts/summarize_reports.py"
+    )
+    assert spec is not None and spec.loader is not None
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    table = summarize.summarize(tmp_path)  # the reports' summary table gets an advgan column
+    assert "| chain | clean | eps | bpda | worst-case | advgan |" in table
+    assert f"| {_pct(row['robust_accuracy'])} |\n" in table and "1 epoch(s) on 40 training images" in table
     assert "## AdvGAN next to PGD" in (tmp_path / "report.md").read_text()
 
 
@@ -120,6 +136,7 @@ def test_advgan_column_next_to_pgd(tmp_path: Path) -> None:
         (["-d", "builtin:mnist-test", "-m", "builtin:mnist", "--patch-shape", "glasses"], "eye line"),
         (["--patch-size", "2"], "larger than the image"),
         (["--patch-shape", "circle"], "unknown patch shape"),
+        (["--attacks", "advgan", "--advgan-pgd-steps", "-1"], "--advgan-pgd-steps must be >= 0"),
         (["-d", "npz:/nonexistent.npz"], "no such file"),
     ],
 )
