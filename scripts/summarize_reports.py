@@ -80,8 +80,8 @@ def summarize(folder: Path) -> str:
         gan = next(by["advgan"] for by in rows.values() if "advgan" in by)
         lines.append(
             f"advgan: AdvGAN (generator trained {cfg.get('advgan_epochs', '?')} epoch(s) on "
-            f"{cfg.get('train_images', '?')} training images), per example the worse of the gradient "
-            f"estimators' generators ({gan['verdict']['select']['draws']} selection / "
+            f"{cfg.get('train_images', '?')} training images; with two gradient estimators, per example the "
+            f"worse generator; {gan['verdict']['select']['draws']} selection / "
             f"{gan['verdict']['score']['draws']} scoring draws); not part of worst-case."
         )
     if report.get("escalations"):
