@@ -7,11 +7,12 @@ says (as well-behaved clients do; retrying at once would measure the generator's
 
 1. Without an admission limit: goodput (200s per second) at concurrency 1, 2, 4, ... ; the
    saturating concurrency C is the smallest reaching 90% of the peak; unloaded p99 at 1.
-2. With ``limits.max_in_flight = C``: 1x, 4x and 16x C.  Goals: goodput at 16x >= 80% of the peak;
-   admitted requests' p99 <= 3x the unloaded p99; 503 + Retry-After in < 10 ms p99 server-side
-   (``fencebox_refusal_seconds`` from /metrics).
+2. With ``limits.max_in_flight = C``: 1x, 4x and 16x C, in ``--rounds`` rounds that alternate with
+   the unlimited server at its peak concurrency and at concurrency 1 (medians compared).  Goals:
+   goodput at 16x >= 80% of the peak; admitted requests' p99 <= 3x the unloaded p99; 503 +
+   Retry-After in < 10 ms p99 server-side (``fencebox_refusal_seconds`` from /metrics).
 
-    python benchmarks/bench_overload.py [--seconds 5]
+    python benchmarks/bench_overload.py [--seconds 5] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -75,32 +76,70 @@ def start_server(
     raise RuntimeError("server did not start: " + (proc.stderr.read().decode() if proc.stderr else ""))
 
 
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, dict[str, str]]:
+    """Send one HTTP/1.1 request on a kept-alive connection and read its whole response."""
+    writer.write(request)
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    headers = {}
+    for line in head[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+    if int(headers.get("content-length", "0")):
+        await reader.readexactly(int(headers["content-length"]))
+    return int(head[0].split(" ", 2)[1]), headers
+
+
 async def load(url: str, concurrency: int, seconds: float, body: bytes) -> dict[str, float]:
-    """Closed-loop clients for ``seconds``: goodput and latency of admitted and refused requests."""
+    """Closed-loop clients for ``seconds``: goodput and latency of admitted and refused requests.
+
+    The clients speak raw HTTP/1.1 over asyncio streams (keep-alive, reconnecting only when the
+    server closes): a general-purpose client such as httpx spent ~15 ms of CPU per request at
+    concurrency 128 and, pinned to one core, measured itself (the server sat at 11 % CPU).
+    """
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    request = (
+        f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     ok: list[float] = []
     refused: list[float] = []
-    other = 0
+    other = connections = 0
     stop = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
 
-        async def worker() -> None:
-            nonlocal other
-            while time.monotonic() < stop:
-                t = time.perf_counter()
-                r = await c.post("/v1/predict", content=body, headers={"content-type": "image/png"})
-                dt = time.perf_counter() - t
-                if r.status_code == 200:
-                    ok.append(dt)
-                elif r.status_code == 503:
-                    refused.append(dt)
-                    await asyncio.sleep(min(float(r.headers.get("retry-after", "1")), 1.0))
-                else:
-                    other += 1
+    async def worker() -> None:
+        nonlocal other, connections
+        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        while time.monotonic() < stop:
+            if conn is None:
+                conn = await asyncio.open_connection(host, int(port))
+                connections += 1
+            t = time.perf_counter()
+            try:
+                status, headers = await _exchange(*conn, request)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                conn[1].close()
+                conn, other = None, other + 1
+                continue
+            dt = time.perf_counter() - t
+            if headers.get("connection", "").lower() == "close":
+                conn[1].close()
+                conn = None
+            if status == 200:
+                ok.append(dt)
+            elif status == 503:
+                refused.append(dt)
+                await asyncio.sleep(min(float(headers.get("retry-after", "1")), 1.0))
+            else:
+                other += 1
+        if conn is not None:
+            conn[1].close()
 
-        t0 = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.monotonic() - t0
+    cpu0, t0 = os.times(), time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed, cpu1 = time.monotonic() - t0, os.times()
 
     def p(xs: list[float], q: float) -> float:
         return round(float(np.percentile(np.asarray(xs) * 1000, q)), 2) if xs else float("nan")
@@ -111,9 +150,11 @@ async def load(url: str, concurrency: int, seconds: float, body: bytes) -> dict[
         "ok": len(ok),
         "refused_503": len(refused),
         "other": other,
+        "connections": connections,
         "ok_p50_ms": p(ok, 50),
         "ok_p99_ms": p(ok, 99),
         "refused_p99_ms_client": p(refused, 99),
+        "generator_cpu": round((cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed, 2),
     }
 
 
@@ -137,7 +178,8 @@ def refusal_p99_ms(url: str) -> float:
 def main() -> None:
     """Run both phases and print JSON lines plus the goals."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--seconds", type=float, default=5.0, help="length of each measured load")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of phase 2 (medians)")
     a = p.parse_args()
     if shutil.which("taskset") and os.environ.get("FENCEBOX_PINNED") != "1":
         os.execvpe(
@@ -154,41 +196,54 @@ def main() -> None:
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)).save(buf, "PNG")
     body = buf.getvalue()
 
-    proc, url, _ = start_server(max_in_flight=100_000)
+    free, free_url, _ = start_server(max_in_flight=100_000)
+    limited = None
     try:
         sweep = []
-        for c in (1, 2, 4, 8, 16):
-            r = asyncio.run(load(url, c, a.seconds, body))
+        for c in (1, 2, 4, 8, 16, 32):
+            r = asyncio.run(load(free_url, c, a.seconds, body))
             print(json.dumps({"phase": "no-admission-limit", **r}), flush=True)
             sweep.append(r)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-    peak = max(r["goodput_rps"] for r in sweep)
-    sat = next(int(r["concurrency"]) for r in sweep if r["goodput_rps"] >= 0.9 * peak)
-    unloaded_p99 = sweep[0]["ok_p99_ms"]
-    print(
-        json.dumps({"peak_goodput_rps": peak, "saturating_concurrency": sat, "unloaded_p99_ms": unloaded_p99})
-    )
+        best = max(sweep, key=lambda r: r["goodput_rps"])
+        sat = next(int(r["concurrency"]) for r in sweep if r["goodput_rps"] >= 0.9 * best["goodput_rps"])
+        print(
+            json.dumps({"peak_concurrency": best["concurrency"], "saturating_concurrency": sat}), flush=True
+        )
 
-    proc, url, _ = start_server(max_in_flight=sat)
-    try:
-        results = {}
-        for mult in (1, 4, 16):
-            r = asyncio.run(load(url, sat * mult, a.seconds, body))
-            results[mult] = r
-            print(json.dumps({"phase": f"admission-limit-{sat}", "multiple": mult, **r}), flush=True)
-        server_p99 = refusal_p99_ms(url)
+        # Rounds alternate the unlimited server at its peak concurrency (peak and unloaded p99
+        # re-measured in every round) with the limited one at 1x, 4x, 16x: a load spike from
+        # elsewhere on the machine hits one round, not one side of a ratio; medians are compared.
+        limited, limited_url, _ = start_server(max_in_flight=sat)
+        rows: dict[str, list[dict[str, float]]] = {"peak": [], "unloaded": [], "1x": [], "4x": [], "16x": []}
+        for rnd in range(a.rounds):
+            plan = [("unloaded", free_url, 1), ("peak", free_url, int(best["concurrency"]))]
+            plan += [(f"{m}x", limited_url, sat * m) for m in (1, 4, 16)]
+            for name, url, conc in plan:
+                r = asyncio.run(load(url, conc, a.seconds, body))
+                rows[name].append(r)
+                print(json.dumps({"round": rnd + 1, "phase": name, **r}), flush=True)
+        server_p99 = refusal_p99_ms(limited_url)
     finally:
-        proc.terminate()
-        proc.wait(10)
-    r16 = results[16]
-    worst_p99 = max(r["ok_p99_ms"] for r in results.values())
+        for proc in (free, limited):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(10)
+
+    def med(name: str, key: str) -> float:
+        return float(np.median([r[key] for r in rows[name]]))
+
+    peak, unloaded_p99 = med("peak", "goodput_rps"), med("unloaded", "ok_p99_ms")
+    worst_p99 = max(med(m, "ok_p99_ms") for m in ("1x", "4x", "16x"))
     print(
         json.dumps(
             {
-                "goodput_16x_over_peak": round(r16["goodput_rps"] / peak, 3),
+                "rounds": a.rounds,
+                "peak_goodput_rps": peak,
+                "goodput_16x_rps": med("16x", "goodput_rps"),
+                "goodput_16x_over_peak": round(med("16x", "goodput_rps") / peak, 3),
                 "goal_goodput": ">= 0.8",
+                "unloaded_p99_ms": unloaded_p99,
+                "admitted_p99_ms_worst": worst_p99,
                 "admitted_p99_over_unloaded": round(worst_p99 / unloaded_p99, 2),
                 "goal_p99": "<= 3",
                 "refusal_503_p99_ms_server_side": server_p99,

@@ -28,7 +28,7 @@ from fencebox.errors import ConfigError
 from fencebox.harness.cache import array_fingerprint, key_hash
 from fencebox.harness.defended import DefendedClassifier
 from fencebox.harness.fingerprint import judge_fingerprint
-from fencebox.harness.stats import wilson
+from fencebox.harness.judged import Judge, VerdictConfig
 from fencebox.models.advgan import (
     AdvGAN,
     Generator,
@@ -76,7 +76,13 @@ class AdvGANConfig:
 
 @dataclass
 class AdvGANResult:
-    """AdvGAN and PGD on one chain at one budget: success rates, speeds, per example."""
+    """AdvGAN and PGD on one chain at one budget, judged on selection + scoring draws; per example.
+
+    ``success_rate`` is the mean fraction of scoring draws wrong over the attacked examples (``ci95``
+    its Wilson interval), ``robust_accuracy`` the mean fraction correct over all examples (``strict``:
+    correct on every draw), for AdvGAN's images; the ``pgd_`` fields the same for PGD's.
+    ``adversarials`` (AdvGAN's selected candidates) are not part of the JSON form.
+    """
 
     chain: str
     eps: float
@@ -86,20 +92,27 @@ class AdvGANResult:
     n: int
     clean_accuracy: float
     attacked: int
+    broken: int
     success_rate: float
     ci95: tuple[float, float]
     robust_accuracy: float
+    strict_accuracy: float
+    robust_ci95: tuple[float, float]
     images_per_s: float
     train_seconds: float
     pgd_steps: int
     pgd_success_rate: float | None
+    pgd_robust_accuracy: float | None
     pgd_images_per_s: float | None
+    verdict: dict[str, Any] = field(default_factory=dict)
     per_example: dict[str, list[Any]] = field(default_factory=dict)
+    adversarials: np.ndarray | None = field(default=None, repr=False, compare=False)
+    labels: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        d = asdict(self)
-        d["ci95"] = list(self.ci95)
+        """JSON form (without the adversarial images)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("adversarials", "labels")}
+        d["ci95"], d["robust_ci95"] = list(self.ci95), list(self.robust_ci95)
         return d
 
 
@@ -171,26 +184,32 @@ def evaluate_advgan(
     pgd_steps: int = 20,
     cache_dir: Path | None = None,
     cache_key: dict[str, Any] | None = None,
+    verdict: VerdictConfig | None = None,
 ) -> AdvGANResult:
-    """Train (or load) the generator, attack the clean-correct test examples, judge on fresh draws.
+    """Train (or load) the generator, attack the test examples, judge like every other threat.
 
-    PGD (``pgd_steps`` steps, CE loss, the same ``attack`` module and budget) runs on the same examples
+    ``judge`` is the deployed system (its model and exact chain).  The examples some selection draw
+    gets right are attacked; per example the worse of the clean image and the generated one on the
+    selection draws is scored on fresh scoring draws (``verdict``).  PGD (``pgd_steps`` steps, CE
+    loss, the same ``attack`` module and budget) runs on the same examples and is judged the same way,
     for the speed and success comparison; ``pgd_steps=0`` skips it.
     """
     levels = grey_levels(eps)
     if levels < 1:
         raise ConfigError(f"eps {eps:g} is less than one grey level (1/255); AdvGAN needs at least one")
     x_te, y_te = test
-    clean = judge.judge(x_te) == y_te
-    idx = np.flatnonzero(clean)
+    verdicts = Judge(judge.model, judge.chain, verdict or VerdictConfig(), f"advgan-{levels}")
+    idx = np.flatnonzero(verdicts.attackable(x_te, y_te))
     key = {**(cache_key or {}), **judge_fingerprint(judge)}
     gen, train_seconds = load_or_train_generator(attack, train, levels, cfg, key, cache_dir)
     t0 = time.perf_counter()
-    adv = generate_uint8(gen, x_te[idx], levels)
+    adv = x_te.copy()
+    if idx.size:
+        adv[idx] = generate_uint8(gen, x_te[idx], levels)
     gen_seconds = time.perf_counter() - t0
-    broken = np.zeros(len(x_te), dtype=bool)
-    broken[idx] = judge.judge(adv) != y_te[idx]
-    pgd_rate, pgd_speed = None, None
+    judged = verdicts(x_te, y_te, [adv])
+    stats = judged.summary()
+    pgd_rate, pgd_robust, pgd_speed = None, None, None
     if pgd_steps > 0 and idx.size:
         eps_q = levels / 255.0
         x = nhwc_uint8_to_nchw_float(x_te[idx])
@@ -208,7 +227,8 @@ def evaluate_advgan(
             early_stop=not randomized,
         )
         pgd_seconds = time.perf_counter() - t1
-        adv_p = (
+        adv_p = x_te.copy()
+        adv_p[idx] = (
             np.clip(
                 np.rint(out.x_adv.permute(0, 2, 3, 1).numpy() * 255.0),
                 x_te[idx].astype(np.int16) - levels,
@@ -217,26 +237,29 @@ def evaluate_advgan(
             .clip(0, 255)
             .astype(np.uint8)
         )
-        pgd_rate = float((judge.judge(adv_p) != y_te[idx]).mean())
+        pgd_stats = verdicts(x_te, y_te, [adv_p]).summary()
+        pgd_rate, pgd_robust = pgd_stats["success_rate"], pgd_stats["robust_accuracy"]
         pgd_speed = idx.size / max(pgd_seconds, 1e-9)
-    attacked = int(idx.size)
-    n_broken = int(broken.sum())
     return AdvGANResult(
         chain=chain_name,
         eps=eps,
         levels=levels,
         gradient=str(getattr(attack, "gradient", "none")),
         eot=int(getattr(attack, "eot_samples", 1)),
-        n=len(x_te),
-        clean_accuracy=float(clean.mean()),
-        attacked=attacked,
-        success_rate=n_broken / attacked if attacked else 0.0,
-        ci95=wilson(n_broken, attacked),
-        robust_accuracy=float((clean & ~broken).mean()),
-        images_per_s=attacked / max(gen_seconds, 1e-9),
+        images_per_s=idx.size / max(gen_seconds, 1e-9),
         train_seconds=round(train_seconds, 2),
         pgd_steps=pgd_steps,
         pgd_success_rate=pgd_rate,
+        pgd_robust_accuracy=pgd_robust,
         pgd_images_per_s=pgd_speed,
-        per_example={"clean": clean.tolist(), "broken": broken.tolist()},
+        verdict=judged.verdict,
+        per_example={
+            "clean": judged.clean.tolist(),
+            "attacked": judged.attacked.tolist(),
+            "score": judged.score.tolist(),
+            "broken": (judged.attacked & (judged.score == 0.0)).tolist(),
+        },
+        adversarials=judged.images,
+        labels=y_te,
+        **stats,
     )

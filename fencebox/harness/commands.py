@@ -214,12 +214,11 @@ def _evaluate(a: dict[str, Any]) -> None:
 
     from fencebox.harness.evaluate import Data, Options, count_units, run_evaluation
     from fencebox.harness.http_oracle import HttpOracle, LocalService
+    from fencebox.harness.judged import VerdictConfig
     from fencebox.harness.localized import (
-        advgan_markdown,
         advgan_rows,
         parse_patch_shapes,
         patch_configs,
-        patch_markdown,
         patch_rows,
         train_split_of,
     )
@@ -336,22 +335,20 @@ def _evaluate(a: dict[str, Any]) -> None:
                 progress.update(task, description=msg)
 
             doc = run_evaluation(target, chains, data, config, options, tick)
+            verdict = VerdictConfig(config.seed, config.select_draws, config.score_draws, config.workers)
+            save_to = out / "adversarials" if a["save_adversarials"] else None
             if train is not None and want_patch:
                 doc["patch_results"] = patch_rows(
                     target, a["model"], a["data"], (images, labels), train, chains, shapes, sizes,
-                    config.eot, a["patch_steps"], a["seed"], out / "cache", tick,
+                    config.eot, a["patch_steps"], a["seed"], out / "cache", tick, verdict, save_to,
                 )  # fmt: skip
             if train is not None and want_advgan:
                 doc["advgan_results"] = advgan_rows(
                     target, a["model"], (images, labels), train, chains, config.eps, config.eot,
-                    config.steps, a["advgan_epochs"], a["seed"], out / "cache", tick,
+                    config.steps, a["advgan_epochs"], a["seed"], out / "cache", tick, verdict, save_to,
                 )  # fmt: skip
             progress.update(task, completed=totals[0], description="done")
     paths = write_report(doc, out)
-    extra = [patch_markdown(doc.get("patch_results", [])), advgan_markdown(doc.get("advgan_results", []))]
-    if any(extra):
-        with paths["md"].open("a") as fh:
-            fh.write("\n\n" + "\n\n".join(t for t in extra if t) + "\n")
     for c in doc["checks"]:
         if not c["passed"]:
             console.print(f"[bold red]CHECK FAILED[/] {c['name']}: {c['detail']}")

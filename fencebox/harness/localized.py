@@ -17,6 +17,7 @@ import numpy as np
 from fencebox.errors import ConfigError
 from fencebox.harness.advgan import AdvGANConfig, evaluate_advgan
 from fencebox.harness.defended import DefendedClassifier
+from fencebox.harness.judged import Judge, VerdictConfig
 from fencebox.harness.patch import PATCH_SHAPES, PatchConfig, evaluate_patch, square_side
 from fencebox.models.base import Classifier
 from fencebox.models.data import eye_line
@@ -89,6 +90,44 @@ def patch_configs(
     return configs
 
 
+def save_candidates(
+    folder: Path, name: str, images: np.ndarray, labels: np.ndarray, index: np.ndarray
+) -> dict[str, Any]:
+    """Write a row's selected adversarials (uint8 NHWC, labels, data-set indices) as an npz; return its record."""
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        folder / name, images=images, labels=labels.astype(np.int64), index=index.astype(np.int64)
+    )
+    return {"file": f"{folder.name}/{name}"}
+
+
+def _worst_row(
+    judge: Judge, name: str, chain: Transform, rows: list[Any], x: np.ndarray, y: np.ndarray
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Per example the worst candidate of a group's estimator rows on the selection draws, re-scored."""
+    judged = judge(x, y, [r.adversarials for r in rows])
+    row = {k: v for k, v in rows[0].to_dict().items() if k not in ("per_example", "verdict")}
+    row.update(judged.summary())
+    row["ci95"], row["robust_ci95"] = list(row["ci95"]), list(row["robust_ci95"])
+    gradients = [r.gradient for r in rows]
+    row.update(
+        {
+            "chain": name,
+            "gradient": "worst of " + "+".join(gradients),
+            "eot": max(r.eot for r in rows),
+            **({"seconds": sum(r.seconds for r in rows)} if hasattr(rows[0], "seconds") else {}),
+            "verdict": judged.verdict,
+            "per_example": {
+                **{k: rows[0].per_example[k] for k in ("index",) if k in rows[0].per_example},
+                "clean": judged.clean.tolist(),
+                "score": judged.score.tolist(),
+                "chosen": [(["clean", *gradients])[i] for i in judged.chosen],
+            },
+        }
+    )
+    return row, judged.images
+
+
 def patch_rows(
     model: Classifier,
     model_ref: str,
@@ -103,25 +142,63 @@ def patch_rows(
     seed: int = 0,
     cache_dir: Path | None = None,
     progress: Progress | None = None,
+    verdict: VerdictConfig | None = None,
+    save_to: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Every (chain, shape, size, estimator) patch row as a report dict; validated before any work."""
+    """Every (chain, shape, size, estimator) patch row as a report dict; validated before any work.
+
+    Where a chain has two estimators, a ``worst`` row follows: per example the worse of their
+    candidates on the selection draws, scored on the scoring draws.  ``save_to``: write every row's
+    selected adversarials there (``--save-adversarials``; ``fencebox replay`` re-judges them).
+    """
     tick = progress or (lambda _msg: None)
+    vcfg = verdict or VerdictConfig(seed=seed)
     eyes = eye_line(data_ref)
     configs = patch_configs(shapes, sizes, data_ref, test[0].shape[1:3], steps, seed)
-    rows = []
+    target = test[1] == eyes.face_label if eyes is not None else np.ones(len(test[1]), dtype=bool)
+    xt, yt = test[0][target], test[1][target]
+    rows: list[dict[str, Any]] = []
     for name, chain in chains.items():
-        for gradient, k in estimators(chain, eot):
-            attack = DefendedClassifier(model, chain, gradient=gradient, eot_samples=k, seed=seed + 1)
-            for cfg in configs:
+        judge = DefendedClassifier(model, chain, seed=seed + 2, workers=vcfg.workers)
+        for cfg in configs:
+            group = []
+            for gradient, k in estimators(chain, eot):
+                attack = DefendedClassifier(model, chain, gradient=gradient, eot_samples=k, seed=seed + 1)
                 tick(f"{name}: patch {cfg.shape} {cfg.size if cfg.shape == 'square' else ''} {gradient}")
-                judge = DefendedClassifier(model, chain, seed=seed + 2)
                 key = {"model": model_ref, "chain": str(chain), "gradient": gradient, "eot": k}
                 res, _ = evaluate_patch(
-                    judge, attack, train, test, cfg, eyes, name, cache_dir=cache_dir, cache_key=key
+                    judge,
+                    attack,
+                    train,
+                    test,
+                    cfg,
+                    eyes,
+                    name,
+                    cache_dir=cache_dir,
+                    cache_key=key,
+                    verdict=vcfg,
                 )
+                group.append(res)
                 row = res.to_dict()
                 row.update({"threat": f"patch-{cfg.shape}", "chain_spec": str(chain), "steps": cfg.steps})
                 rows.append(row)
+                if save_to is not None and res.adversarials is not None:
+                    rows[-1]["verdict"]["adversarials"] = save_candidates(
+                        save_to,
+                        f"patch-{len(rows) - 1:03d}.npz",
+                        res.adversarials,
+                        yt,
+                        np.flatnonzero(target),
+                    )
+            if len(group) > 1:
+                group_name = f"patch-{cfg.shape}" + (f"-{cfg.size:g}" if cfg.shape == "square" else "")
+                worst, images = _worst_row(Judge(model, chain, vcfg, group_name), name, chain, group, xt, yt)
+                worst.update({"threat": f"patch-{cfg.shape}", "chain_spec": str(chain), "steps": cfg.steps})
+                if save_to is not None:
+                    worst["verdict"]["adversarials"] = save_candidates(
+                        save_to, f"patch-{len(rows):03d}.npz", images, yt, np.flatnonzero(target)
+                    )
+                rows.append(worst)
     return rows
 
 
@@ -138,64 +215,52 @@ def advgan_rows(
     seed: int = 0,
     cache_dir: Path | None = None,
     progress: Progress | None = None,
+    verdict: VerdictConfig | None = None,
+    save_to: Path | None = None,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Every (chain, ε, estimator) AdvGAN row with PGD beside it, as report dicts."""
+    """Every (chain, ε, estimator) AdvGAN row with PGD beside it, as report dicts.
+
+    Where a chain has two estimators, a ``worst`` row follows (per example the worse generated
+    image on the selection draws, re-scored).  ``save_to`` as in :func:`patch_rows`; ``limit``: train
+    each generator on the first ``limit`` training images.
+    """
     tick = progress or (lambda _msg: None)
-    cfg = AdvGANConfig(epochs=epochs, seed=seed)
+    vcfg = verdict or VerdictConfig(seed=seed)
+    cfg = AdvGANConfig(epochs=epochs, seed=seed, limit=limit)
     cfg.validate()
-    rows = []
+    rows: list[dict[str, Any]] = []
+    x, y = test
+    index = np.arange(len(y))
     for name, chain in chains.items():
-        for gradient, k in estimators(chain, eot):
-            attack = DefendedClassifier(model, chain, gradient=gradient, eot_samples=k, seed=seed + 1)
-            for e in eps:
+        judge = DefendedClassifier(model, chain, seed=seed + 2, workers=vcfg.workers)
+        for e in eps:
+            group = []
+            for gradient, k in estimators(chain, eot):
+                attack = DefendedClassifier(model, chain, gradient=gradient, eot_samples=k, seed=seed + 1)
                 tick(f"{name}: advgan eps={e:g} {gradient}")
-                judge = DefendedClassifier(model, chain, seed=seed + 2)
                 key = {"model": model_ref, "chain": str(chain), "gradient": gradient, "eot": k}
-                res = evaluate_advgan(judge, attack, train, test, e, cfg, name, pgd_steps, cache_dir, key)
+                res = evaluate_advgan(
+                    judge, attack, train, test, e, cfg, name, pgd_steps, cache_dir, key, verdict=vcfg
+                )
+                group.append(res)
                 row = res.to_dict()
                 row.update({"attack": "advgan", "chain_spec": str(chain)})
+                if save_to is not None and res.adversarials is not None:
+                    row["verdict"]["adversarials"] = save_candidates(
+                        save_to, f"advgan-{len(rows):03d}.npz", res.adversarials, y, index
+                    )
                 rows.append(row)
+            if len(group) > 1:
+                worst, images = _worst_row(
+                    Judge(model, chain, vcfg, f"advgan-{group[0].levels}"), name, chain, group, x, y
+                )
+                worst.update({"attack": "advgan", "chain_spec": str(chain)})
+                for f in ("pgd_success_rate", "pgd_robust_accuracy", "pgd_images_per_s"):
+                    worst[f] = None  # PGD is compared per estimator, in the rows above
+                if save_to is not None:
+                    worst["verdict"]["adversarials"] = save_candidates(
+                        save_to, f"advgan-{len(rows):03d}.npz", images, y, index
+                    )
+                rows.append(worst)
     return rows
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.0f}%"
-
-
-def patch_markdown(rows: list[dict[str, Any]]) -> str:
-    """Markdown table of patch rows: success rate, CI, share of the image, mean steps."""
-    if not rows:
-        return ""
-    lines = [
-        "## Patch threats (no ε; not part of the L∞ worst case)",
-        "",
-        "| chain | threat | size | share | gradient | EOT | attacked | success | 95% CI | mean steps |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lo, hi = r["ci95"]
-        size = "-" if r["size"] is None else f"{100 * r['size']:g}%"
-        lines.append(
-            f"| {r['chain']} | {r['threat']} | {size} | {100 * r['share']:.1f}% | {r['gradient']} | {r['eot']} | "
-            f"{r['attacked']} | {_pct(r['success_rate'])} | [{100 * lo:.0f}, {100 * hi:.0f}] | {r['mean_steps']:.1f} |"
-        )
-    return "\n".join(lines)
-
-
-def advgan_markdown(rows: list[dict[str, Any]]) -> str:
-    """Markdown table of AdvGAN rows next to PGD: success rates and images per second."""
-    if not rows:
-        return ""
-    lines = [
-        "## AdvGAN next to PGD",
-        "",
-        "| chain | eps (levels) | gradient | EOT | attacked | AdvGAN success | AdvGAN img/s | PGD success | PGD img/s |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        pgd_speed = "-" if r["pgd_images_per_s"] is None else f"{r['pgd_images_per_s']:.0f}"
-        lines.append(
-            f"| {r['chain']} | {r['eps']:g} ({r['levels']}) | {r['gradient']} | {r['eot']} | {r['attacked']} | "
-            f"{_pct(r['success_rate'])} | {r['images_per_s']:.0f} | {_pct(r['pgd_success_rate'])} | {pgd_speed} |"
-        )
-    return "\n".join(lines)

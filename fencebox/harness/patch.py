@@ -35,7 +35,7 @@ from fencebox.errors import ConfigError
 from fencebox.harness.cache import array_fingerprint, key_hash
 from fencebox.harness.defended import DefendedClassifier
 from fencebox.harness.fingerprint import judge_fingerprint
-from fencebox.harness.stats import wilson
+from fencebox.harness.judged import Judge, VerdictConfig
 from fencebox.models.data import EyeLine
 from fencebox.torch_util import nchw_float_to_nhwc_uint8, nhwc_uint8_to_nchw_float
 
@@ -89,7 +89,13 @@ class PatchConfig:
 
 @dataclass
 class PatchResult:
-    """One patch threat on one chain: success rate, the patch's share of the image, steps; per example."""
+    """One patch threat on one chain, judged on selection + scoring draws; per example.
+
+    ``success_rate`` is the mean fraction of scoring draws wrong over the attacked examples (``ci95``
+    its Wilson interval); ``robust_accuracy`` the mean fraction correct over every targeted example
+    (``strict_accuracy``: correct on every draw; ``robust_ci95``).  ``adversarials`` are the selected
+    candidates (uint8, the targeted examples in order), not part of the JSON form.
+    """
 
     chain: str
     shape: str
@@ -104,14 +110,19 @@ class PatchResult:
     success_rate: float
     ci95: tuple[float, float]
     robust_accuracy: float
+    strict_accuracy: float
+    robust_ci95: tuple[float, float]
     mean_steps: float
     seconds: float
+    verdict: dict[str, Any] = field(default_factory=dict)
     per_example: dict[str, list[Any]] = field(default_factory=dict)
+    adversarials: np.ndarray | None = field(default=None, repr=False, compare=False)
+    labels: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        d = asdict(self)
-        d["ci95"] = list(self.ci95)
+        """JSON form (without the adversarial images)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("adversarials", "labels")}
+        d["ci95"], d["robust_ci95"] = list(self.ci95), list(self.robust_ci95)
         return d
 
 
@@ -230,9 +241,19 @@ def apply_mask(x: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> tor
 # ----- the attacks ---------------------------------------------------------------------------------
 
 
-def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, kappa: float = 5.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example the margin loss ``max_{j != y} z_j - z_y``, capped at ``kappa`` (CW), and the logits.
+
+    Not cross-entropy: on a confident model (builtin:faces' faces sit 10-18 logits from the boundary)
+    float32 softmax rounds the true class to probability 1, so CE's gradient through the true logit is
+    exactly zero and only the other logits' vanishing terms steer the attack.
+    """
     logits = model(x)
-    return F.cross_entropy(logits, y, reduction="none"), logits.detach()
+    true = logits.gather(1, y[:, None])[:, 0]
+    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), -torch.inf).amax(1)
+    return (other - true).clamp(max=kappa), logits.detach()
 
 
 def train_square_patch(
@@ -361,21 +382,26 @@ def evaluate_patch(
     cache_dir: Path | None = None,
     cache_key: dict[str, Any] | None = None,
     examples: int = 0,
+    verdict: VerdictConfig | None = None,
 ) -> tuple[PatchResult, dict[str, np.ndarray]]:
-    """Run one patch threat: craft with ``attack``'s gradients, judge every candidate on a fresh draw.
+    """Run one patch threat: craft with ``attack``'s gradients, judge like every other threat.
 
-    ``judge`` is the deployed system (exact chain, fresh draws).  Only the test examples the threat
-    targets (faces on a face data set) that the system classifies correctly count as attacked.  Returns
-    the result and, when ``examples`` > 0, that many example images: ``clean``, ``adversarial`` and
-    ``purified`` (the adversarial image after the chain), uint8 NHWC.
+    ``judge`` is the deployed system (its model and exact chain); the verdict ranks the clean image and
+    the candidate on selection draws and scores the worse on fresh scoring draws (``verdict``, default
+    10 and 20 draws; one for a deterministic chain).  Only the test examples the threat targets (faces
+    on a face data set) count; those some selection draw gets right are attacked.  Returns the result
+    and, when ``examples`` > 0, that many example images: ``clean``, ``adversarial`` and ``purified``
+    (the adversarial image after one draw of the chain), uint8 NHWC.
     """
     cfg.validate()
     t0 = time.perf_counter()
-    x_te, y_te = test
-    _, h, w, _ = x_te.shape
-    target = _fit_labels(y_te, eyes)
-    clean = judge.judge(x_te) == y_te
-    idx = np.flatnonzero(target & clean)
+    x_all, y_all = test
+    _, h, w, _ = x_all.shape
+    target = _fit_labels(y_all, eyes)
+    x_te, y_te = x_all[target], y_all[target]
+    group = f"patch-{cfg.shape}" + (f"-{cfg.size:g}" if cfg.shape == "square" else "")
+    verdicts = Judge(judge.model, judge.chain, verdict or VerdictConfig(), group)
+    idx = np.flatnonzero(verdicts.attackable(x_te, y_te))
     randomized = bool(getattr(judge.chain, "randomized", False))
     gradient = str(getattr(attack, "gradient", "none"))
     eot = int(getattr(attack, "eot_samples", 1))
@@ -404,13 +430,8 @@ def evaluate_patch(
                 attack, x_te[idx], y_te[idx], mask, cfg, early_stop=not randomized
             )
             adv[idx], steps[idx] = adv_i, steps_i
-    purified = judge.purify(adv)
-    pred = judge.model.predict(purified)
-    broken = np.zeros(len(x_te), dtype=bool)
-    broken[idx] = pred[idx] != y_te[idx]
-    robust = target & clean & ~broken
-    attacked = int(idx.size)
-    n_broken = int(broken.sum())
+    judged = verdicts(x_te, y_te, [adv])
+    stats = judged.summary()
     result = PatchResult(
         chain=chain_name,
         shape=cfg.shape,
@@ -418,24 +439,27 @@ def evaluate_patch(
         share=round(share, 4),
         gradient=gradient,
         eot=eot,
-        n=int(target.sum()),
-        clean_accuracy=float(clean[target].mean()) if target.any() else 0.0,
-        attacked=attacked,
-        broken=n_broken,
-        success_rate=n_broken / attacked if attacked else 0.0,
-        ci95=wilson(n_broken, attacked),
-        robust_accuracy=float(robust[target].mean()) if target.any() else 0.0,
-        mean_steps=float(steps[idx].mean()) if attacked else 0.0,
+        mean_steps=float(steps[idx].mean()) if idx.size else 0.0,
         seconds=time.perf_counter() - t0,
+        verdict=judged.verdict,
         per_example={
             "index": np.flatnonzero(target).tolist(),
-            "clean": clean[target].tolist(),
-            "broken": broken[target].tolist(),
-            "steps": steps[target].tolist(),
+            "clean": judged.clean.tolist(),
+            "attacked": judged.attacked.tolist(),
+            "score": judged.score.tolist(),
+            "broken": (judged.attacked & (judged.score == 0.0)).tolist(),
+            "steps": steps.tolist(),
         },
+        adversarials=judged.images,
+        labels=y_te,
+        **stats,
     )
     shown: dict[str, np.ndarray] = {}
     if examples > 0:
         pick = idx[:examples]
-        shown = {"clean": x_te[pick], "adversarial": adv[pick], "purified": purified[pick]}
+        shown = {
+            "clean": x_te[pick],
+            "adversarial": judged.images[pick],
+            "purified": judge.purify(judged.images[pick]),
+        }
     return result, shown

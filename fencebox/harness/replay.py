@@ -22,7 +22,9 @@ from fencebox.spec import load_chain
 
 
 def _rows_to_replay(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = [r for r in doc.get("results", []) if r.get("verdict", {}).get("adversarials")]
+    """Every row with saved adversarials: the L-inf/L2 groups, then the patch and AdvGAN rows."""
+    every = [*doc.get("results", []), *doc.get("patch_results", []), *doc.get("advgan_results", [])]
+    rows = [r for r in every if r.get("verdict", {}).get("adversarials")]
     if not rows:
         raise ConfigError("the report holds no saved adversarials; evaluate with --save-adversarials")
     return rows
@@ -57,6 +59,16 @@ def _service_fraction(url: str, route: str, images: np.ndarray, labels: np.ndarr
     return np.stack(hits, axis=1).mean(axis=1)
 
 
+def _threat(row: dict[str, Any]) -> str:
+    """A row's threat as printed: the norm of an L-inf/L2 group, else patch shape/size or AdvGAN, and the gradient."""
+    if "norm" in row:
+        return str(row["norm"])
+    if row.get("attack") == "advgan":
+        return f"advgan {row['gradient']}"
+    size = "" if row.get("size") is None else f" {100 * row['size']:g}%"
+    return f"{row['threat']}{size} {row['gradient']}"
+
+
 def replay_report(
     report: Path,
     model: str | None = None,
@@ -78,7 +90,7 @@ def replay_report(
     target = load_model(ref, device=device)
     lines = [f"replaying {report} with {ref} " + (f"through {url}" if url else "locally")]
     lines.append(
-        "| chain | norm | eps | n | reported robust | replayed robust | reported strict | replayed strict |"
+        "| chain | threat | eps | n | reported robust | replayed robust | reported strict | replayed strict |"
     )
     lines.append("|---|---|---|---|---|---|---|---|")
     same = True
@@ -100,7 +112,7 @@ def replay_report(
         match = (robust == r["robust_accuracy"] and strict_acc == r["strict_accuracy"]) if exact else True
         same &= match
         lines.append(
-            f"| {r['chain']} | {r['norm']} | {r['eps']} | {r['n']} | {100 * r['robust_accuracy']:.1f}% | "
+            f"| {r['chain']} | {_threat(r)} | {r.get('eps', '-')} | {r['n']} | {100 * r['robust_accuracy']:.1f}% | "
             f"{100 * robust:.1f}% | {100 * r['strict_accuracy']:.1f}% | {100 * strict_acc:.1f}%"
             + ("" if match else " MISMATCH")
             + ("" if exact else " (service draws: agreement within noise)")

@@ -154,8 +154,57 @@ def to_markdown(doc: dict[str, Any]) -> str:
             f"{_pct(r['robust_accuracy'])} | {_pct(r.get('strict_accuracy'))} | {_ci(r['ci95'])} | {broke} | "
             f"{_q(r['queries'])} | {r['seconds']:.1f} |"
         )
+    for extra in (
+        patch_markdown(doc.get("patch_results", [])),
+        advgan_markdown(doc.get("advgan_results", [])),
+    ):
+        if extra:
+            lines += ["", *extra.splitlines()]
     env = doc["environment"]
     lines += ["", "## Environment", "", "```", json.dumps(env, indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def patch_markdown(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of patch rows (``patch_results``): success, robust accuracy, share, steps."""
+    if not rows:
+        return ""
+    lines = [
+        "## Patch threats (no ε; not part of the L∞ worst case)",
+        "",
+        "Success = mean fraction of scoring draws wrong over the attacked examples; robust = mean fraction "
+        "correct over the targeted examples (all draws: correct on every scoring draw).",
+        "",
+        "| chain | threat | size | share | gradient | EOT | attacked | success | 95% CI | robust | mean steps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        size = "-" if r["size"] is None else f"{100 * r['size']:g}%"
+        lines.append(
+            f"| {r['chain']} | {r['threat']} | {size} | {100 * r['share']:.1f}% | {r['gradient']} | {r['eot']} | "
+            f"{r['attacked']} | {_pct(r['success_rate'])} | {_ci(r['ci95'])} | {_robust(r)} | {r['mean_steps']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def advgan_markdown(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of AdvGAN rows (``advgan_results``) next to PGD: success, robust accuracy, speed."""
+    if not rows:
+        return ""
+    lines = [
+        "## AdvGAN next to PGD",
+        "",
+        "| chain | eps (levels) | gradient | EOT | attacked | AdvGAN success | 95% CI | robust | AdvGAN img/s "
+        "| PGD success | PGD robust | PGD img/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        speed = "-" if r.get("pgd_images_per_s") is None else f"{r['pgd_images_per_s']:.0f}"
+        lines.append(
+            f"| {r['chain']} | {r['eps']:g} ({r['levels']}) | {r['gradient']} | {r['eot']} | {r['attacked']} | "
+            f"{_pct(r['success_rate'])} | {_ci(r['ci95'])} | {_robust(r)} | {r['images_per_s']:.0f} | "
+            f"{_pct(r.get('pgd_success_rate'))} | {_pct(r.get('pgd_robust_accuracy'))} | {speed} |"
+        )
     return "\n".join(lines)
 
 

@@ -83,3 +83,23 @@ class Draws:
     def describe(self) -> dict[str, int]:
         """The seed and number of draws, as recorded in reports (what replay needs)."""
         return {"seed": self.seed, "draws": self.draws}
+
+
+def select_worst(
+    select: Draws, labels: np.ndarray, candidates: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per example, the candidate worst for the defence on the selection draws: (images, key, index).
+
+    ``candidates`` are uint8 NHWC batches of the same examples (put the clean images first, so an
+    attack can never make an example look better than no attack).  Ties keep the earlier candidate.
+    """
+    if not candidates:
+        raise ValueError("select_worst needs at least one candidate batch")
+    best = candidates[0].copy()
+    key = select.outcome(best, labels).key()
+    chosen = np.zeros(len(best), dtype=np.int64)
+    for i, cand in enumerate(candidates[1:], start=1):
+        k = select.outcome(cand, labels).key()
+        take = worse(k, key)
+        best[take], key[take], chosen[take] = cand[take], k[take], i
+    return best, key, chosen

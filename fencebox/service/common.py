@@ -4,13 +4,12 @@ Server-Timing from the runtime's stage timings, and the documented errors."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from starlette.requests import Request
 
 from fencebox.service.bodies import read_body, read_image_bytes
-from fencebox.service.errors import GatewayTimeout, RequestTimeout
+from fencebox.service.errors import RequestTimeout
 from fencebox.service.metrics import record_stage
 from fencebox.service.runtime import RequestContext, Route, Runtime
 
@@ -60,19 +59,6 @@ def server_timing(request: Request, ctx: RequestContext) -> None:
     """Copy the runtime's stage timings of this request into its Server-Timing header."""
     for stage, seconds in ctx.timings.items():
         record_stage(request.scope, stage, seconds)
-
-
-async def with_deadline(route: Route, work: Awaitable[T]) -> T:
-    """Await ``work`` within the route's ``limits.timeout_s``; past it, answer 504.
-
-    For work outside the data plane (which has its own deadline with cancellation).
-    """
-    limit = route.config.limits.timeout_s
-    try:
-        async with asyncio.timeout(limit):
-            return await work
-    except TimeoutError:
-        raise GatewayTimeout(f"route '{route.name}' did not answer within {limit:g} s") from None
 
 
 async def read_within(request: Request, route: Route, max_bytes: int, image_body: bool) -> bytes:

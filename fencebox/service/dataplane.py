@@ -15,9 +15,10 @@ shape with values in [0, 1]), and the outputs its policy allows: ``label`` (INT6
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -26,9 +27,11 @@ from fencebox import image
 from fencebox.service import v2codec
 from fencebox.service.errors import BadRequest
 from fencebox.service.policy import v2_output_signature, v2_outputs
-from fencebox.service.runtime import RequestContext, Route, Runtime, is_identity
+from fencebox.service.runtime import INLINE_PARSE_BYTES, RequestContext, Route, Runtime, is_identity
 from fencebox.service.v2codec import Tensor
 from fencebox.transforms.base import Transform
+
+T = TypeVar("T")
 
 INPUT_NAME = "input"
 
@@ -175,10 +178,39 @@ async def purify(
     return result
 
 
+async def classify_after(
+    rt: Runtime, ctx: RequestContext, stage: str, fn: Callable[..., tuple[T, np.ndarray]], *args: Any
+) -> tuple[T, np.ndarray]:
+    """Run ``fn`` as one stage (off the loop, cancellable) and classify the batch it returns.
+
+    For work that produces more than a purified batch (e.g. every stage's image for the playground):
+    ``fn`` returns ``(result, batch)``; the answer is ``(result, logits)``, under the request's deadline.
+    """
+    route = ctx.route
+
+    async def work() -> tuple[T, np.ndarray]:
+        with route.batcher.expect():
+            result, batch = await rt.stage(ctx, stage, fn, *args)
+        return result, await _model(rt, ctx, batch)
+
+    answer: tuple[T, np.ndarray] = await rt.within_deadline(ctx, work())
+    return answer
+
+
 async def parse_v2(
     rt: Runtime, ctx: RequestContext, body: bytes, header_length: str | None
 ) -> tuple[v2codec.Message, np.ndarray]:
-    """Parse a V2 request body into its message and uint8 batch, off the loop (a process when large)."""
+    """Parse a V2 request body into its message and uint8 batch: small ones inline, large ones off the loop.
+
+    Bodies up to ``INLINE_PARSE_BYTES`` cost less to parse than a thread hop; larger ones go to the
+    decode pool, and those past ``PROCESS_PARSE_BYTES`` to a worker process (no GIL held meanwhile).
+    """
+    if len(body) <= INLINE_PARSE_BYTES:
+        started = time.perf_counter()
+        try:
+            return v2codec.decode_images(body, header_length, ctx.route.expect)
+        finally:
+            rt.record(ctx, "parse", time.perf_counter() - started)
     pool = rt.parse_pool(len(body))
     work = rt.stage(ctx, "parse", v2codec.decode_images, body, header_length, ctx.route.expect, pool=pool)
     result: tuple[v2codec.Message, np.ndarray] = await rt.within_deadline(ctx, work)

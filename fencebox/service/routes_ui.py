@@ -30,10 +30,9 @@ from fencebox import image
 from fencebox.chain import Chain
 from fencebox.errors import InputError, SpecError
 from fencebox.presets import list_presets, preset_info
-from fencebox.service.bodies import read_image_bytes
-from fencebox.service.common import ERROR_RESPONSES, runtime_of, with_deadline
+from fencebox.service import dataplane
+from fencebox.service.common import ERROR_RESPONSES, read_within, runtime_of, server_timing
 from fencebox.service.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
-from fencebox.service.metrics import record_stage
 from fencebox.service.policy import rest_answers
 from fencebox.service.reports import ReportNotFound, ReportStore
 from fencebox.service.runtime import Route
@@ -236,7 +235,9 @@ def _check_sizes(route: Route, stages: list[Stage]) -> None:
             )
 
 
-def _stages_answer(route: Route, data: bytes, chain: Transform, seed: int | None) -> dict[str, Any]:
+def _stages_answer(
+    route: Route, data: bytes, chain: Transform, seed: int | None
+) -> tuple[dict[str, Any], np.ndarray]:
     """Decode and fit the image exactly as /v1/predict does, run the stages, encode everything (in the pool)."""
     original, t_dec, _ = route.prepare(data, EMPTY_CHAIN)
     n, h, w, c = original.shape
@@ -271,8 +272,7 @@ def _stages_answer(route: Route, data: bytes, chain: Transform, seed: int | None
     limit = route.config.limits.max_body_bytes
     if size > limit:
         raise PayloadTooLarge(f"the stage images take {size} bytes, more than this route's limit of {limit}")
-    body["_final"] = final
-    return body
+    return body, final
 
 
 async def purify_stages(
@@ -281,8 +281,10 @@ async def purify_stages(
     """Every stage's image and time, the difference heat-map, and the model's answer on the final image.
 
     Admission is /v1/predict's: key, route, chain override, seed (only where the route allows
-    overrides: a client-chosen seed makes a randomised defence deterministic), one query charged,
-    the body within the route's limits.  The answer passes through the route's output policy.
+    overrides: a client-chosen seed makes a randomised defence deterministic), the in-flight limit,
+    one query charged, the body within the route's limits and read timeout.  The work runs in the
+    data plane (timed, under the deadline, cancelled on the 504); the answer passes through the
+    route's output policy.
     """
     rt = runtime_of(request)
     who = rt.guard.identify(request)
@@ -293,19 +295,16 @@ async def purify_stages(
             f"route '{route.name}' does not accept a seed: it draws fresh randomness for every request "
             "(allow_chain_override: false)"
         )
-    rt.guard.charge(who)
-    data = await read_image_bytes(request, route.config.limits.max_body_bytes)
-
-    async def work() -> tuple[dict[str, Any], Any, float, float]:
-        with route.batcher.expect():
-            body = await rt.run(_stages_answer, route, data, chosen, seed)
-        out, t_queue, t_model = await route.batcher.submit(body.pop("_final"))
-        return body, out, t_queue, t_model
-
-    body, out, t_queue, t_model = await with_deadline(route, work())
-    body["timing"].update(queue=t_queue, model=t_model)
-    for stage, s in body["timing"].items():
-        record_stage(request.scope, stage, s)
+    with dataplane.admitted(route) as ctx:
+        rt.guard.charge(who)
+        data = await read_within(request, route, route.config.limits.max_body_bytes, image_body=True)
+        try:
+            body, out = await dataplane.classify_after(
+                rt, ctx, "stages", _stages_answer, route, data, chosen, seed
+            )
+        finally:
+            server_timing(request, ctx)
+    body["timing"].update(queue=ctx.timings.get("queue", 0.0), model=ctx.timings.get("model", 0.0))
     b = route.backend
     body["answer"] = rest_answers(out, b.outputs, b.class_names, route.config.policy, route.config.topk)[0]
     body["policy"] = route.config.policy

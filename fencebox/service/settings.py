@@ -214,6 +214,16 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         default=1, ge=1, description="torch intra-op threads while serving (null: torch's default)"
     )
+    gil_switch_ms: float | None = Field(
+        default=1.0,
+        gt=0,
+        le=100,
+        description=(
+            "Python's GIL switch interval while serving, in ms (null: Python's 5 ms). The event loop "
+            "shares the GIL with the decode/chain/model threads; a shorter interval bounds how long it "
+            "waits for them, which keeps refusals and health checks fast under overload"
+        ),
+    )
     log_level: str = "info"
     reports_dir: Path | None = Field(
         default=None, description="folder of evaluation reports the /ui/reports page may open by name"

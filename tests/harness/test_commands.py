@@ -142,3 +142,28 @@ def test_patch_threat_alone_runs_no_linf_units(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     doc = json.loads((tmp_path / "report.json").read_text())
     assert doc["results"] == [] and [p["threat"] for p in doc["patch_results"]] == ["patch-glasses"]
+
+
+def test_patch_and_advgan_adversarials_are_saved_and_replay_prints_the_same_numbers(tmp_path: Path) -> None:
+    args = [*FACES, "--chains", "none,gaussian_noise(sigma=0.02)", "--threat", "patch", "--attacks", "advgan"]
+    opts = ["--patch-shape", "square|glasses", "--patch-size", "0.1", "--patch-steps", "2", "--eps", "0.1"]
+    small = ["--advgan-epochs", "1", "--train-limit", "20", "--fast", "--save-adversarials"]
+    r = CliRunner().invoke(app, [*args, *opts, *small, "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "report.json").read_text())
+    rows = [*doc["patch_results"], *doc["advgan_results"]]
+    # none: bpda only; the random chain: bpda, surrogate and their per-example worst
+    assert len(doc["patch_results"]) == 2 * (1 + 3) and len(doc["advgan_results"]) == 1 + 3
+    for row in rows:
+        saved = row["verdict"]["adversarials"]["file"]
+        with np.load(tmp_path / saved) as f:
+            assert f["images"].dtype == np.uint8 and len(f["images"]) == len(f["labels"]) == row["n"]
+        random = row["chain"] != "none"
+        assert row["verdict"]["score"]["draws"] == (8 if random else 1)  # --fast: 8 scoring draws
+        assert row["strict_accuracy"] <= row["robust_accuracy"]
+    md, page = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
+    assert "## Patch threats" in md and "## AdvGAN next to PGD" in md
+    assert "<h2>Patch threats" in page and "<h2>AdvGAN next to PGD" in page
+    res = CliRunner().invoke(app, ["replay", str(tmp_path / "report.json")])
+    assert res.exit_code == 0 and "all numbers match" in res.output, res.output
+    assert res.output.count("patch-glasses") == 4 and res.output.count("| advgan ") == 4

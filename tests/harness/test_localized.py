@@ -7,14 +7,13 @@ import pytest
 from fencebox import load_chain
 from fencebox.errors import ConfigError
 from fencebox.harness.localized import (
-    advgan_markdown,
     advgan_rows,
     estimators,
     parse_patch_shapes,
-    patch_markdown,
     patch_rows,
     train_split_of,
 )
+from fencebox.harness.report import advgan_markdown, patch_markdown
 from fencebox.models import load_dataset, load_model
 from tests.harness.toy import toy_data, toy_model
 
@@ -42,11 +41,22 @@ def test_patch_rows_on_faces_cover_every_chain_shape_and_estimator() -> None:
         [0.05, 0.1],
         steps=2,
     )
-    assert len(rows) == (1 + 2) * 3  # (none: bpda; median: bpda + surrogate) x (two squares + glasses)
+    # (none: bpda; median: bpda + surrogate + their per-example worst) x (two squares + glasses)
+    assert len(rows) == (1 + 3) * 3
     assert {r["threat"] for r in rows} == {"patch-square", "patch-glasses"}
     assert all("eps" not in r and r["n"] == 25 for r in rows)  # no ε; only the 25 test faces
     text = patch_markdown(rows)
-    assert text.count("\n| median |") == 6 and "not part of the L∞ worst case" in text
+    assert text.count("\n| median |") == 9 and "not part of the L∞ worst case" in text
+    # median is deterministic: one draw, and the worst row is never better than either estimator's
+    for i in range(0, len(rows), 1):
+        if rows[i]["gradient"].startswith("worst"):
+            bpda, sur, worst = rows[i - 2], rows[i - 1], rows[i]
+            assert worst["verdict"]["score"]["draws"] == 1
+            assert worst["robust_accuracy"] <= min(bpda["robust_accuracy"], sur["robust_accuracy"])
+            assert worst["per_example"]["score"] == [
+                min(a, b)
+                for a, b in zip(bpda["per_example"]["score"], sur["per_example"]["score"], strict=True)
+            ]
 
 
 def test_bad_patch_arguments_fail_before_any_work() -> None:
@@ -74,6 +84,8 @@ def test_advgan_rows_put_pgd_beside_advgan() -> None:
     rows = advgan_rows(
         model, "toy", (x[80:], y[80:]), (x[:80], y[:80]), chains, [0.1, 0.2], epochs=1, pgd_steps=2
     )
-    assert len(rows) == (1 + 2) * 2 and {r["levels"] for r in rows} == {25, 51}
-    assert all(r["pgd_success_rate"] is not None and r["images_per_s"] > 0 for r in rows)
-    assert advgan_markdown(rows).count("\n| median |") == 4
+    assert len(rows) == (1 + 3) * 2 and {r["levels"] for r in rows} == {25, 51}
+    per_estimator = [r for r in rows if not r["gradient"].startswith("worst")]
+    assert len(per_estimator) == (1 + 2) * 2
+    assert all(r["pgd_success_rate"] is not None and r["images_per_s"] > 0 for r in per_estimator)
+    assert advgan_markdown(rows).count("\n| median |") == 6

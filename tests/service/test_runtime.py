@@ -3,7 +3,9 @@ work, and the one place stages are timed."""
 
 from __future__ import annotations
 
+import json
 import socket
+import sys
 import time
 
 import httpx
@@ -57,6 +59,28 @@ def test_admission_refuses_at_the_door_before_reading_the_body() -> None:
         assert httpx.post(s.url + "/v1/predict", content=png(digit()), timeout=30).status_code == 200
 
 
+def test_the_stage_by_stage_purify_is_admitted_like_predict() -> None:
+    """/v1/purify?stages=true holds an in-flight slot (503 at the door when none is free) and its
+    stages are timed by the runtime (Server-Timing and the stage histogram)."""
+    settings = Settings(
+        routes=[route(backend={"kind": "local", "model": SLOW_REF}, limits={"max_in_flight": 1})], threads=2
+    )
+    with serve(settings) as s:
+        r = httpx.post(s.url + "/v1/purify?stages=true", content=png(digit()), timeout=30)
+        assert r.status_code == 200, r.text
+        for stage in ("stages", "queue", "model", "total"):
+            assert f"{stage};dur=" in r.headers["server-timing"]
+        assert (
+            'fencebox_stage_seconds_count{route="tiny",stage="stages"} 1.0'
+            in httpx.get(s.url + "/metrics").text
+        )
+        hold = _headers_only(s.url, "/v1/predict", 10_000)  # admitted, then waits for its body
+        time.sleep(0.3)
+        r = httpx.post(s.url + "/v1/purify?stages=true", content=png(digit()), timeout=30)
+        assert r.status_code == 503 and "in flight" in r.json()["error"], r.text
+        hold.close()
+
+
 def test_slow_upload_gets_408() -> None:
     settings = Settings(routes=[route(limits={"read_timeout_s": 0.5})], threads=2)
     with serve(settings) as s:
@@ -81,16 +105,18 @@ def test_costly_overrides_are_refused_before_they_run(chain: str, words: str) ->
         assert time.perf_counter() - t < 5.0  # refused from the declared cost (the run took 11-18 s)
 
 
-def test_cpu_stops_within_a_second_of_the_504() -> None:
+@pytest.mark.parametrize("stages", [False, True])
+def test_cpu_stops_within_a_second_of_the_504(stages: bool) -> None:
     """tv_min checks the request's cancel token: after the 504 the process goes idle (CPU time of
-    this process only, so other load on the machine cannot make it flaky)."""
+    this process only, so other load on the machine cannot make it flaky); the playground's
+    stage-by-stage purify runs in the same data plane and stops the same way."""
     settings = Settings(
         routes=[route(allow_chain_override=True, limits={"timeout_s": 1.0, "max_chain_cost": 1e12})],
         threads=2,
     )
     with serve(settings) as s:
         r = httpx.post(
-            s.url + "/v1/predict",
+            s.url + ("/v1/purify?stages=true" if stages else "/v1/predict"),
             params={"chain": "tv_min(iterations=100000)"},
             content=png(digit()),
             timeout=60,
@@ -133,3 +159,34 @@ def test_stage_timings_come_from_the_runtime() -> None:
         metrics = httpx.get(s.url + "/metrics").text
         for stage in ("decode", "chain", "queue", "model"):
             assert f'fencebox_stage_seconds_count{{route="tiny",stage="{stage}"}} 1.0' in metrics
+
+
+def test_the_gil_switch_interval_is_set_while_serving_and_restored_after() -> None:
+    before = sys.getswitchinterval()
+    with serve(Settings(routes=[route()], threads=2, gil_switch_ms=0.5)) as s:
+        assert httpx.get(s.url + "/v2/health/live", timeout=30).status_code == 200
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+    assert sys.getswitchinterval() == pytest.approx(before)
+
+
+def test_small_v2_bodies_are_parsed_and_timed_like_large_ones() -> None:
+    """A one-image binary body (parsed inline) and a large JSON one (parsed off the loop) both answer
+    and both report a parse stage."""
+    with serve(Settings(routes=[route(limits={"max_images": 64})], threads=2)) as s:
+        for n, binary in ((1, True), (64, False)):
+            x = np.zeros((n, 28, 28, 1), np.uint8)
+            head = {"inputs": [{"name": "input", "datatype": "UINT8", "shape": list(x.shape)}]}
+            if binary:
+                head["inputs"][0]["parameters"] = {"binary_data_size": x.nbytes}
+                h = json.dumps(head).encode()
+                r = httpx.post(
+                    s.url + "/v2/models/tiny/infer",
+                    content=h + x.tobytes(),
+                    headers={"inference-header-content-length": str(len(h))},
+                    timeout=30,
+                )
+            else:
+                head["inputs"][0]["data"] = x.ravel().tolist()
+                r = httpx.post(s.url + "/v2/models/tiny/infer", json=head, timeout=30)
+            assert r.status_code == 200, r.text
+            assert "parse;dur=" in r.headers["server-timing"]
