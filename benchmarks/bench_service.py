@@ -8,6 +8,9 @@ hits one round, not one row; the table shows medians):
 - ``proxy-none``         fencebox, chain ``none``, no keys, one image per upstream call (max_batch 1,
                          up to 64 calls in flight), proxying KServe over HTTP: the lean proxy;
 - ``proxy-none-grpc``    the same over gRPC both ways (fencebox's gRPC port -> KServe's gRPC port);
+- ``forward-floor``      a bare Python pass-through (uvicorn + raw ASGI + aiohttp, no parsing, no checks:
+                         ``benchmarks/forward_floor.py``): the floor of any Python proxy, measured
+                         like the proxy rows;
 - ``proxy-none-batched`` fencebox ``none`` micro-batching the upstream calls (max_batch 32);
 - ``proxy-default``      fencebox ``fencebox-default`` proxying KServe (one image per call);
 - ``local-batched`` / ``local-unbatched``  fencebox's built-in backend with / without micro-batching.
@@ -113,6 +116,13 @@ def start_fencebox(
     return subprocess.Popen(
         cmd, env=_env(torch_threads), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+
+
+def start_forward_floor(upstream: str, port: int) -> subprocess.Popen[bytes]:
+    """The bare pass-through proxy (``benchmarks/forward_floor.py``) in front of ``upstream``."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "forward_floor.py"), "--upstream", upstream]
+    cmd += ["--port", str(port)]
+    return subprocess.Popen(cmd, env=_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
@@ -353,7 +363,7 @@ def main(argv: list[str] | None = None) -> dict[str, Result]:
     }
     if args.only:
         routes = {k: v for k, v in routes.items() if k in args.only}
-    lean_rows = {"proxy-none": "kserve", "proxy-none-grpc": "kserve-grpc"}
+    lean_rows = {"proxy-none": "kserve", "proxy-none-grpc": "kserve-grpc", "forward-floor": "kserve"}
     cells = [Cell(c, k) for c in ("kserve", "kserve-grpc") for k in args.proxy_concurrency]
     cells += [
         Cell(name, k)
@@ -371,6 +381,13 @@ def main(argv: list[str] | None = None) -> dict[str, Result]:
                 "kserve": Server(f"http://127.0.0.1:{kport}", kserve),
                 "kserve-grpc": Server(f"127.0.0.1:{kgrpc}", kserve, grpc=True),
             }
+            if not args.only or "forward-floor" in args.only:
+                port = free_port()
+                floor = start_forward_floor(f"http://127.0.0.1:{kport}/v2/models/m/infer", port)
+                procs.append(floor)
+                servers["forward-floor"] = Server(f"http://127.0.0.1:{port}", floor)
+                wait_ready(f"http://127.0.0.1:{port}", floor)
+                cells += [Cell("forward-floor", k) for k in args.proxy_concurrency]
             for name, route in routes.items():
                 port = free_port()
                 gport = free_port() if name == "proxy-none-grpc" else None
@@ -424,6 +441,13 @@ def _report(results: dict[str, Result], args: argparse.Namespace, lean_rows: dic
                 continue
             print(f"{proxy:<18}{k:>12}{pr.p50_ms / dr.p50_ms:>17.2f}x{pr.cpu_ms_per_request:>18.2f}")
     print("goals: p50 ratio <= 1.10x at concurrency 1; proxy CPU <= 1.5 ms per request")
+    for k in args.proxy_concurrency:
+        pr, fl = results.get(f"proxy-none@{k}"), results.get(f"forward-floor@{k}")
+        if pr is not None and fl is not None:
+            print(
+                f"proxy-none over the bare pass-through at concurrency {k}: p50 {pr.p50_ms / fl.p50_ms:.2f}x, "
+                f"CPU {pr.cpu_ms_per_request:.2f} vs {fl.cpu_ms_per_request:.2f} ms/request"
+            )
     c = args.concurrency
     b, u = results.get(f"local-batched@{c}"), results.get(f"local-unbatched@{c}")
     if b is not None and u is not None:

@@ -7,6 +7,8 @@
 # Usage: scripts/make_reports_parallel.sh [--full] [-n N] [--out DIR] [--deadline SECONDS]
 #   --deadline: stop waiting for the per-chain processes after SECONDS (they keep running); a second call
 #   with the same --out resumes from the cache.  Heavy (random) chains get 2 chain threads.
+# Budget: the session budget of scripts/make_reports.sh (100 steps, 1 restart, EOT 5, 500 queries, n = 100;
+#   its header gives the measurements behind it); the wall time of the last run is printed at the end.
 set -euo pipefail
 
 FULL="${FENCEBOX_FULL:-0}"
@@ -27,7 +29,7 @@ done
 if [[ "$FULL" == "1" ]]; then
   BUDGET=(); N="${N:-500}"
 else
-  BUDGET=(--attacks apgd-ce,apgd-dlr,pgd --steps 20 --restarts 1 --eot 10 --queries 500
+  BUDGET=(--attacks apgd-ce,apgd-dlr,pgd --steps 100 --restarts 1 --eot 5 --queries 500
           --select-draws 5 --draws 20 --check-n 100)
   N="${N:-100}"
 fi
