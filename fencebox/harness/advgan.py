@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from fencebox.errors import ConfigError
 from fencebox.harness.cache import array_fingerprint, key_hash
 from fencebox.harness.defended import DefendedClassifier
 from fencebox.harness.fingerprint import judge_fingerprint
-from fencebox.harness.judged import Judge, VerdictConfig
+from fencebox.harness.judged import Judge, JudgedRow, VerdictConfig
 from fencebox.models.advgan import (
     AdvGAN,
     Generator,
@@ -74,8 +74,8 @@ class AdvGANConfig:
             raise ConfigError(f"AdvGAN limit must be >= 1, got {self.limit}")
 
 
-@dataclass
-class AdvGANResult:
+@dataclass(kw_only=True)
+class AdvGANResult(JudgedRow):
     """AdvGAN and PGD on one chain at one budget, judged on selection + scoring draws; per example.
 
     ``success_rate`` is the mean fraction of scoring draws wrong over the attacked examples (``ci95``
@@ -89,31 +89,12 @@ class AdvGANResult:
     levels: int
     gradient: str
     eot: int
-    n: int
-    clean_accuracy: float
-    attacked: int
-    broken: int
-    success_rate: float
-    ci95: tuple[float, float]
-    robust_accuracy: float
-    strict_accuracy: float
-    robust_ci95: tuple[float, float]
     images_per_s: float
     train_seconds: float
     pgd_steps: int
     pgd_success_rate: float | None
     pgd_robust_accuracy: float | None
     pgd_images_per_s: float | None
-    verdict: dict[str, Any] = field(default_factory=dict)
-    per_example: dict[str, list[Any]] = field(default_factory=dict)
-    adversarials: np.ndarray | None = field(default=None, repr=False, compare=False)
-    labels: np.ndarray | None = field(default=None, repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (without the adversarial images)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("adversarials", "labels")}
-        d["ci95"], d["robust_ci95"] = list(self.ci95), list(self.robust_ci95)
-        return d
 
 
 def _parameters(attack: nn.Module) -> list[nn.Parameter]:
@@ -253,12 +234,7 @@ def evaluate_advgan(
         pgd_robust_accuracy=pgd_robust,
         pgd_images_per_s=pgd_speed,
         verdict=judged.verdict,
-        per_example={
-            "clean": judged.clean.tolist(),
-            "attacked": judged.attacked.tolist(),
-            "score": judged.score.tolist(),
-            "broken": (judged.attacked & (judged.score == 0.0)).tolist(),
-        },
+        per_example=judged.per_example(),
         adversarials=judged.images,
         labels=y_te,
         **stats,

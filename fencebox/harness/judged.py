@@ -13,7 +13,7 @@ gradient estimator), so the rows of one group share their draws and combine (:me
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,15 @@ class Judged:
     """(N,) bool: correct on every scoring draw."""
     verdict: dict[str, Any]
 
+    def per_example(self) -> dict[str, list[Any]]:
+        """Per example: clean fraction, whether attacked, scoring fraction and whether broken on every draw."""
+        return {
+            "clean": self.clean.tolist(),
+            "attacked": self.attacked.tolist(),
+            "score": self.score.tolist(),
+            "broken": (self.attacked & (self.score == 0.0)).tolist(),
+        }
+
     def summary(self) -> dict[str, Any]:
         """The row's numbers: clean, robust and strict accuracy with Wilson CIs, and the success rate."""
         n, a = len(self.score), int(self.attacked.sum())
@@ -81,6 +90,37 @@ class Judged:
             "strict_accuracy": float(self.strict.mean()) if n else 0.0,
             "robust_ci95": wilson(round(float(self.score.sum())), n),
         }
+
+
+@dataclass(kw_only=True)
+class JudgedRow:
+    """The fields every judged row shares (:meth:`Judged.summary`'s numbers, the verdict, per-example data).
+
+    ``success_rate`` is the mean fraction of scoring draws wrong over the attacked examples (``ci95``
+    its Wilson interval); ``robust_accuracy`` the mean fraction correct over every example
+    (``strict_accuracy``: correct on every draw; ``robust_ci95``).  ``adversarials`` are the selected
+    candidates (uint8, in example order) and ``labels`` theirs: not part of the JSON form.
+    """
+
+    n: int
+    clean_accuracy: float
+    attacked: int
+    broken: int
+    success_rate: float
+    ci95: tuple[float, float]
+    robust_accuracy: float
+    strict_accuracy: float
+    robust_ci95: tuple[float, float]
+    verdict: dict[str, Any] = field(default_factory=dict)
+    per_example: dict[str, list[Any]] = field(default_factory=dict)
+    adversarials: np.ndarray | None = field(default=None, repr=False, compare=False)
+    labels: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (without the adversarial images)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("adversarials", "labels")}
+        d["ci95"], d["robust_ci95"] = list(self.ci95), list(self.robust_ci95)
+        return d
 
 
 class Judge:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from fencebox.errors import ConfigError
 from fencebox.harness.cache import array_fingerprint, key_hash
 from fencebox.harness.defended import DefendedClassifier
 from fencebox.harness.fingerprint import judge_fingerprint
-from fencebox.harness.judged import Judge, VerdictConfig
+from fencebox.harness.judged import Judge, JudgedRow, VerdictConfig
 from fencebox.models.data import EyeLine
 from fencebox.torch_util import nchw_float_to_nhwc_uint8, nhwc_uint8_to_nchw_float
 
@@ -87,8 +87,8 @@ class PatchConfig:
             raise ConfigError(f"patch rotation must be in [0, 90] degrees, got {self.rotation}")
 
 
-@dataclass
-class PatchResult:
+@dataclass(kw_only=True)
+class PatchResult(JudgedRow):
     """One patch threat on one chain, judged on selection + scoring draws; per example.
 
     ``success_rate`` is the mean fraction of scoring draws wrong over the attacked examples (``ci95``
@@ -103,27 +103,8 @@ class PatchResult:
     share: float
     gradient: str
     eot: int
-    n: int
-    clean_accuracy: float
-    attacked: int
-    broken: int
-    success_rate: float
-    ci95: tuple[float, float]
-    robust_accuracy: float
-    strict_accuracy: float
-    robust_ci95: tuple[float, float]
     mean_steps: float
     seconds: float
-    verdict: dict[str, Any] = field(default_factory=dict)
-    per_example: dict[str, list[Any]] = field(default_factory=dict)
-    adversarials: np.ndarray | None = field(default=None, repr=False, compare=False)
-    labels: np.ndarray | None = field(default=None, repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (without the adversarial images)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("adversarials", "labels")}
-        d["ci95"], d["robust_ci95"] = list(self.ci95), list(self.robust_ci95)
-        return d
 
 
 # ----- geometry ------------------------------------------------------------------------------------
@@ -444,10 +425,7 @@ def evaluate_patch(
         verdict=judged.verdict,
         per_example={
             "index": np.flatnonzero(target).tolist(),
-            "clean": judged.clean.tolist(),
-            "attacked": judged.attacked.tolist(),
-            "score": judged.score.tolist(),
-            "broken": (judged.attacked & (judged.score == 0.0)).tolist(),
+            **judged.per_example(),
             "steps": steps.tolist(),
         },
         adversarials=judged.images,
