@@ -15,7 +15,6 @@ shape with values in [0, 1]), and the outputs its policy allows: ``label`` (INT6
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -205,14 +204,11 @@ async def parse_v2(
     Bodies up to ``INLINE_PARSE_BYTES`` cost less to parse than a thread hop; larger ones go to the
     decode pool, and those past ``PROCESS_PARSE_BYTES`` to a worker process (no GIL held meanwhile).
     """
-    if len(body) <= INLINE_PARSE_BYTES:
-        started = time.perf_counter()
-        try:
-            return v2codec.decode_images(body, header_length, ctx.route.expect)
-        finally:
-            rt.record(ctx, "parse", time.perf_counter() - started)
-    pool = rt.parse_pool(len(body))
-    work = rt.stage(ctx, "parse", v2codec.decode_images, body, header_length, ctx.route.expect, pool=pool)
+    inline = len(body) <= INLINE_PARSE_BYTES
+    pool = None if inline else rt.parse_pool(len(body))
+    work = rt.stage(
+        ctx, "parse", v2codec.decode_images, body, header_length, ctx.route.expect, pool=pool, inline=inline
+    )
     result: tuple[v2codec.Message, np.ndarray] = await rt.within_deadline(ctx, work)
     return result
 

@@ -284,17 +284,26 @@ class Runtime:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     async def stage(
-        self, ctx: RequestContext, name: str, fn: Callable[..., T], *args: Any, pool: Executor | None = None
+        self,
+        ctx: RequestContext,
+        name: str,
+        fn: Callable[..., T],
+        *args: Any,
+        pool: Executor | None = None,
+        inline: bool = False,
     ) -> T:
         """Run one stage of a request's work off the loop, timed, under its deadline and cancel token.
 
         The one place stages are timed: ``ctx.timings`` (the Server-Timing header) and the
         ``fencebox_stage_seconds`` histogram.  Work is dropped unstarted when the request is past
         its deadline; if the request is cancelled meanwhile, the token stops cooperative transforms.
+        ``inline`` runs ``fn`` on the loop instead, for work bounded to less than a thread hop costs.
         """
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
+            if inline:
+                return _in_scope(ctx.token, fn, *args)
             if pool is not None and isinstance(pool, ProcessPoolExecutor):
                 try:
                     return await loop.run_in_executor(pool, fn, *args)
