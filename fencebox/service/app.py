@@ -14,6 +14,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 import fencebox
 from fencebox.errors import ConfigError
 from fencebox.service.errors import install_handlers
+from fencebox.service.gate import AdmissionGate
 from fencebox.service.metrics import Metrics, TimingMiddleware
 from fencebox.service.routes_ops import router as ops_router
 from fencebox.service.routes_ui import pages as ui_pages
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ui_router)
     app.include_router(ui_pages)
     app.add_middleware(HeadAsGet)
+    app.add_middleware(AdmissionGate)
     app.add_middleware(TimingMiddleware, metrics=metrics)
     if settings.forwarded_allow_ips:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.forwarded_allow_ips))

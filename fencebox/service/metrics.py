@@ -109,7 +109,13 @@ def record_stage(scope: MutableMapping[str, Any], stage: str, seconds: float) ->
     timings[stage] = timings.get(stage, 0.0) + seconds
 
 
+ENDPOINT_KEY = "fencebox.endpoint"
+"""Scope key naming the endpoint of a request answered before routing (the admission gate)."""
+
+
 def _endpoint(scope: Scope) -> str:
+    if ENDPOINT_KEY in scope:
+        return str(scope[ENDPOINT_KEY])
     route = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"

@@ -87,14 +87,23 @@ class Admission:
         self.in_flight = 0
         self._metrics = metrics
 
+    @property
+    def full(self) -> bool:
+        """Whether every slot is taken (the next request would be refused)."""
+        return self.in_flight >= self.limit
+
+    def overloaded(self) -> Overloaded:
+        """The refusal of a request that found the route full (counted in ``fencebox_rejected``)."""
+        self._metrics.rejected.labels("in_flight").inc()
+        return Overloaded(
+            f"route '{self.route}' is at its limit of {self.limit} requests in flight; retry shortly",
+            headers=retry_after(1),
+        )
+
     def enter(self) -> None:
         """Admit one request or raise Overloaded (503 + Retry-After) at once."""
-        if self.in_flight >= self.limit:
-            self._metrics.rejected.labels("in_flight").inc()
-            raise Overloaded(
-                f"route '{self.route}' is at its limit of {self.limit} requests in flight; retry shortly",
-                headers=retry_after(1),
-            )
+        if self.full:
+            raise self.overloaded()
         self.in_flight += 1
 
     def leave(self) -> None:

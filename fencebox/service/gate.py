@@ -1,0 +1,99 @@
+"""The admission gate: a request for a route at its in-flight limit is refused at the door.
+
+The endpoints admit requests themselves (:func:`fencebox.service.dataplane.admitted`), after the
+API key, the route and the chain override, and before the budget and the body.  Under overload
+most requests are such refusals, and going through routing, dependency injection and the
+exception handlers made each one cost about as much CPU as a third of a served request.  This
+pure-ASGI layer answers the same 503 for those requests first, in the same order of checks (a
+wrong key still gets 401 and an unknown route 404 from the endpoint), so that refusing stays cheap
+while the route is full.  It only ever refuses what the endpoint would refuse; everything else,
+and every request with a chain override (whose 403 comes before admission), passes through.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from fencebox.service.errors import ServiceError
+from fencebox.service.metrics import ENDPOINT_KEY
+from fencebox.service.runtime import Route, Runtime
+
+V1_PATHS = frozenset({"/v1/predict", "/v1/purify"})
+"""The REST endpoints that admit requests (their route: the ``model`` query parameter)."""
+
+
+def _v1_route_name(scope: Scope) -> tuple[bool, str | None]:
+    """(gated, route name) of a REST request: not gated when it overrides the chain or asks for stages."""
+    qs: bytes = scope.get("query_string", b"")
+    if not qs:
+        return True, None
+    params = parse_qs(qs.decode("latin-1"))
+    if "chain" in params or "stages" in params:
+        return False, None
+    names = params.get("model")
+    return True, names[0] if names else None
+
+
+def _v2_route_name(path: str) -> str | None:
+    """The model name of ``/v2/models/{name}/infer``; None for any other path."""
+    parts = path.split("/")
+    return parts[3] if len(parts) == 5 and parts[4] == "infer" and parts[3] else None
+
+
+class AdmissionGate:
+    """Pure ASGI middleware: 503 + Retry-After, before routing, for a route at its in-flight limit."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse at once when the request's route is full; otherwise hand the request on unchanged."""
+        if scope["type"] == "http" and scope["method"] == "POST":
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await self._send(scope, send, refusal)
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Scope) -> ServiceError | None:
+        """The endpoint's own Overloaded error when it would refuse this request for its route's limit."""
+        path: str = scope["path"]
+        if path in V1_PATHS:
+            gated, name = _v1_route_name(scope)
+            endpoint = path
+        elif path.startswith("/v2/models/"):
+            name = _v2_route_name(path)
+            gated, endpoint = name is not None, "/v2/models/{name}/infer"
+        else:
+            return None
+        if not gated:
+            return None
+        runtime: Runtime | None = getattr(scope["app"].state, "runtime", None)
+        if runtime is None:
+            return None
+        route: Route | None = runtime.routes.get(name or runtime.settings.default.name)
+        if route is None or not route.admission.full:
+            return None
+        try:
+            runtime.guard.identify(Request(scope))
+        except ServiceError:
+            return None  # the endpoint answers 401 (the key comes before admission)
+        scope[ENDPOINT_KEY] = endpoint
+        return route.admission.overloaded()
+
+    @staticmethod
+    async def _send(scope: Scope, send: Send, err: ServiceError) -> None:
+        """Send ``err`` as the JSON error every endpoint answers (noting its code for the error metric)."""
+        scope["fencebox.error"] = err.code
+        body = json.dumps({"error": err.message, "code": err.code}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers.items()),
+        ]
+        await send({"type": "http.response.start", "status": err.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
