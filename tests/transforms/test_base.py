@@ -8,10 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fencebox.errors import SpecError
 from fencebox.registry import all_transforms
 from fencebox.spec import build, load_chain
+from fencebox.transforms import base
 from fencebox.transforms.base import Transform, bounds
 from fencebox.transforms.bitdepth import BitDepth
 from fencebox.transforms.geometric import Affine, RandomCrop
@@ -99,3 +102,45 @@ def test_old_and_new_spelling_together_is_a_spec_error() -> None:
 def test_unknown_old_spelling_suggests_the_closest_name() -> None:
     with pytest.raises(SpecError, match="did you mean 'min_scale'"):
         build({"name": "resize_pad", "min_scal": 0.7})
+
+
+@pytest.mark.parametrize(
+    "spec", ["fencebox-default", "fencebox-random", "resize_pad(out_size=48)", "median(size=[2, 5])"]
+)
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 9),
+    side=st.integers(12, 40),
+    channels=st.sampled_from([1, 3]),
+    workers=st.integers(2, 4),
+    piece_bytes=st.sampled_from([1, 5_000, 1 << 20]),
+    seed=st.integers(0, 2**31),
+)
+def test_workers_and_piece_sizes_never_change_the_output(
+    spec: str, n: int, side: int, channels: int, workers: int, piece_bytes: int, seed: int
+) -> None:
+    """Any number of workers, cutting the batch into pieces of any size, gives the one-call output."""
+    chain = load_chain(spec)
+    images = np.random.default_rng(seed).integers(0, 256, (n, side, side + 3, channels), dtype=np.uint8)
+    params = chain.sample(np.random.default_rng(seed), images.shape)
+    expected = chain.apply(images, params)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(base, "PARALLEL_CHUNK_BYTES", piece_bytes)
+        got = base.apply_parallel(chain, images, params, workers)
+    assert got.dtype == expected.dtype and np.array_equal(got, expected)
+
+
+def test_a_transform_whose_output_differs_from_its_declared_shape_is_still_joined() -> None:
+    """A user transform that forgets output_shape still gets its batch back whole, with workers."""
+
+    class Crop(BitDepth):
+        def apply(self, images: np.ndarray, params: Any) -> np.ndarray:
+            return np.ascontiguousarray(super().apply(images, params)[:, 1:, 2:])
+
+    images = np.random.default_rng(0).integers(0, 256, (7, 10, 10, 1), dtype=np.uint8)
+    t = Crop(bits=3)
+    params = t.sample(np.random.default_rng(0), images.shape)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(base, "PARALLEL_CHUNK_BYTES", 100)
+        got = base.apply_parallel(t, images, params, 2)
+    assert np.array_equal(got, t.apply(images, params))
