@@ -14,6 +14,7 @@ any transform knowing about it.
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import math
 import os
@@ -420,9 +421,11 @@ def slice_params(params: Any, index: Any) -> Any:
 PARALLEL_CHUNK_BYTES = 1 << 20
 """About how much of the batch one worker takes at a time in :func:`apply_parallel`.
 
-Pieces of a few images (eight at 224x224x3) keep each image in cache through every stage of a chain
-and keep both workers busy to the end; halving the batch instead left two workers at 1.36-1.44x one
-on ``fencebox-default`` (batch of 64 at 224x224x3), against 1.63-1.73x with pieces this size."""
+Pieces of a few images (six at 224x224x3), as many for each worker, let each worker write its
+pieces straight into the output while the others run, and a worker that starts late (a new thread
+takes up to a few ms to start) takes fewer of them.  On ``fencebox-default`` (64 images at
+224x224x3, two cores) two workers gave 1.22-1.60x one (median of alternating pairs, 5 runs), where
+two independent processes gave 1.86-2.08x: see benchmarks/bench_chain.py."""
 
 
 def apply_parallel(t: Transform, images: np.ndarray, params: Params, workers: int = 1) -> np.ndarray:
@@ -438,7 +441,7 @@ def apply_parallel(t: Transform, images: np.ndarray, params: Params, workers: in
     per_piece = max(1, PARALLEL_CHUNK_BYTES // max(1, images[0].nbytes))
     count = min(n, workers * -(-n // (workers * per_piece)))  # a multiple of workers: even shares
     edges = np.linspace(0, n, count + 1).astype(int)
-    pieces = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    pieces = [slice(int(a), int(b)) for a, b in itertools.pairwise(edges)]
     out = np.empty(t.output_shape(images.shape), dtype=images.dtype)
     token = current_token()
 
