@@ -156,7 +156,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
         )
     for extra in (
         patch_markdown(doc.get("patch_results", [])),
-        advgan_markdown(doc.get("advgan_results", [])),
+        advgan_markdown(doc.get("advgan_results", []), doc["config"]),
     ):
         if extra:
             lines += ["", *extra.splitlines()]
@@ -187,15 +187,36 @@ def patch_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def advgan_markdown(rows: list[dict[str, Any]]) -> str:
-    """Markdown table of AdvGAN rows (``advgan_results``) next to PGD: success, robust accuracy, speed."""
+def advgan_markdown(rows: list[dict[str, Any]], config: dict[str, Any] | None = None) -> str:
+    """Markdown table of AdvGAN rows (``advgan_results``) next to PGD: success, robust accuracy, speed.
+
+    ``config`` (the report's) says how the generators were trained and, for rows merged in from a
+    separate run (``config.merged``), where they came from.
+    """
     if not rows:
         return ""
-    lines = [
-        "## AdvGAN next to PGD",
-        "",
+    config = config or {}
+    lines = ["## AdvGAN next to PGD (not part of the L∞ worst case)", ""]
+    if "advgan_epochs" in config:
+        lines += [
+            f"One generator per chain, ε and gradient estimator, trained {config['advgan_epochs']} epoch(s) on "
+            f"{config.get('train_images', '?')} training images.  The PGD columns are a short PGD run "
+            "beside it for speed and success on the same terms; the L∞ tables hold the full attack.",
+            "",
+        ]
+    for m in config.get("merged", []):
+        if m.get("rows") == "advgan_results":
+            note = f": {m['note']}" if m.get("note") else ""
+            lines += [
+                f"These rows were measured by a separate run on the same examples, chains, ε and verdict "
+                f"draws, merged into this report with scripts/merge_report_rows.py{note}.",
+                "",
+            ]
+    steps = sorted({r["pgd_steps"] for r in rows if r.get("pgd_steps")})
+    pgd = f"PGD-{steps[0]}" if len(steps) == 1 else "PGD"
+    lines += [
         "| chain | eps (levels) | gradient | EOT | attacked | AdvGAN success | 95% CI | robust | AdvGAN img/s "
-        "| PGD success | PGD robust | PGD img/s |",
+        f"| {pgd} success | {pgd} robust | {pgd} img/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -218,6 +239,37 @@ def _png(fig: Any) -> str:
 
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def _clean_vs_robust(plt: Any, chains: list[str], worst: list[dict[str, Any]]) -> str:
+    """Scatter of each chain's clean against its worst-case robust accuracy at the largest ε."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    # Chains often share a point (e.g. 0% robust): a legend instead of labels beside the points, and
+    # shrinking distinct markers, keep every chain readable where the labels used to overlap.
+    markers = "osD^vPX*<>"
+    for i, chain in enumerate(chains):
+        mine = [r for r in worst if r["chain"] == chain]
+        if mine:
+            top = max(mine, key=lambda r: (r["norm"] == "linf", r["eps"]))
+            size = 30 + 90 * (len(chains) - 1 - i) / max(1, len(chains) - 1)
+            ax.scatter(
+                top["clean_accuracy"],
+                top["robust_accuracy"],
+                s=size,
+                marker=markers[i % len(markers)],
+                facecolors="none",
+                edgecolors=f"C{i % 10}",
+                linewidths=1.5,
+                label=chain[:60],
+            )
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
+    ax.set_xlabel("clean accuracy")
+    ax.set_ylabel("worst-case robust accuracy (largest eps)")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Clean vs robust accuracy")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2, fontsize=8, frameon=False)
+    return _png(fig)
 
 
 def plots(doc: dict[str, Any]) -> dict[str, str]:
@@ -269,34 +321,8 @@ def plots(doc: dict[str, Any]) -> dict[str, str]:
         out[f"robust_vs_eps_{norm}"] = _png(fig)
 
     worst = [r for r in rows if r["threat"] == "worst-case"] or rows
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    # Chains often share a point (e.g. 0% robust): a legend instead of labels beside the points, and
-    # shrinking distinct markers, keep every chain readable where the labels used to overlap.
-    markers = "osD^vPX*<>"
-    for i, chain in enumerate(chains):
-        mine = [r for r in worst if r["chain"] == chain]
-        if mine:
-            top = max(mine, key=lambda r: (r["norm"] == "linf", r["eps"]))
-            size = 30 + 90 * (len(chains) - 1 - i) / max(1, len(chains) - 1)
-            ax.scatter(
-                top["clean_accuracy"],
-                top["robust_accuracy"],
-                s=size,
-                marker=markers[i % len(markers)],
-                facecolors="none",
-                edgecolors=f"C{i % 10}",
-                linewidths=1.5,
-                label=chain[:60],
-            )
-    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
-    ax.set_xlabel("clean accuracy")
-    ax.set_ylabel("worst-case robust accuracy (largest eps)")
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Clean vs robust accuracy")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2, fontsize=8, frameon=False)
-    out["clean_vs_robust"] = _png(fig)
-
+    if worst:  # a run of patch or AdvGAN rows only has no L-inf/L2 point to plot
+        out["clean_vs_robust"] = _clean_vs_robust(plt, chains, worst)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.barh(chains, [c["latency_ms_per_image"] for c in doc["chains"]])
     ax.set_xlabel("chain latency (ms per image, exact apply, one thread)")

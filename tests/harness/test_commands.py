@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -197,3 +198,40 @@ def test_train_limit_keeps_every_class_of_a_sorted_training_split(limit: int) ->
     assert len(ys) == len(xs) == limit and set(ys.tolist()) == set(range(10))
     for xi, yi in zip(xs, ys, strict=True):  # each kept image keeps its own label
         assert (x[y == yi] == xi).all(axis=(1, 2, 3)).any()
+
+
+def _script(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[2] / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_advgan_rows_of_a_later_run_merge_into_a_report_and_replay(tmp_path: Path) -> None:
+    """scripts/merge_report_rows.py: the rows of an AdvGAN-only run on the same examples join the
+    report (adversarials and provenance included), replay re-judges them, and a run that differs in
+    anything deciding a number is refused."""
+    base, later, other = tmp_path / "base", tmp_path / "later", tmp_path / "other"
+    common = [*FACES, "--eps", "0.1", "--fast", "--save-adversarials"]
+    gan = ["--attacks", "advgan", "--advgan-epochs", "1", "--train-limit", "20", "--advgan-pgd-steps", "0"]
+    runs = [
+        (base, [*common, "--threat", "bpda", "--attacks", "pgd", "--steps", "2"]),
+        (later, [*common, "--threat", "oblivious", *gan]),
+        (other, [*FACES, "--eps", "0.2", "--fast", "--threat", "oblivious", *gan]),
+    ]
+    for out, args in runs:
+        r = CliRunner().invoke(app, [*args, "--out", str(out)])
+        assert r.exit_code == 0, r.output
+    merge = _script("merge_report_rows")
+    doc = merge.merge(base, later, "advgan_results", "a later run")
+    assert len(doc["advgan_results"]) == 1 and doc["results"]  # the report keeps its own rows
+    assert doc["config"]["advgan_epochs"] == 1 and doc["config"]["merged"][0]["rows"] == "advgan_results"
+    assert (base / doc["advgan_results"][0]["verdict"]["adversarials"]["file"]).exists()
+    md = (base / "report.md").read_text()
+    assert "merged into this report with scripts/merge_report_rows.py: a later run" in md
+    res = CliRunner().invoke(app, ["replay", str(base / "report.json")])
+    assert res.exit_code == 0 and "all numbers match" in res.output, res.output
+    assert "| advgan " in res.output
+    with pytest.raises(SystemExit, match=r"eps: report \[0.1\], run \[0.2\]"):
+        merge.merge(base, other, "advgan_results", None)
