@@ -223,6 +223,7 @@ def test_advgan_rows_of_a_later_run_merge_into_a_report_and_replay(tmp_path: Pat
     for out, args in runs:
         r = CliRunner().invoke(app, [*args, "--out", str(out)])
         assert r.exit_code == 0, r.output
+    assert json.loads((later / "report.json").read_text())["checks"] == []  # no L-inf rows to check
     merge = _script("merge_report_rows")
     doc = merge.merge(base, later, "advgan_results", "a later run")
     assert len(doc["advgan_results"]) == 1 and doc["results"]  # the report keeps its own rows
