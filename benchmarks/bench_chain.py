@@ -379,9 +379,9 @@ def main() -> None:
         f"{two / n * 1e6:.1f} µs/image, ratio of bests {one / two:.2f}x)"
     )
 
-    ceiling = process_ceiling(n, 10, 3)
+    ceiling = process_ceiling(n, 10, 5)
     print(
-        f"  2 independent processes / 1 (this machine's ceiling)   = {ceiling:6.2f}x   (median of 3 rounds; "
+        f"  2 independent processes / 1 (this machine's ceiling)   = {ceiling:6.2f}x   (median of 5 rounds; "
         f"threads reach {median_ratio / ceiling:.0%} of it)"
     )
 
