@@ -73,21 +73,32 @@ def best_of(fn: Callable[[], object], repeats: int, clock: Callable[[], float] =
     return min(times)
 
 
-def best_pair(ours: Callable[[], object], theirs: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Best CPU time of each of two single-threaded calls, run alternately.
+def alternate(
+    first: Callable[[], object], second: Callable[[], object], repeats: int, clock: Callable[[], float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Times by ``clock`` of ``repeats`` runs of each of two calls, run alternately.
 
-    Alternating puts both sides under the same background load, and CPU time (``time.process_time``;
-    OpenCV and torch are held to one thread) leaves out the time other processes hold the core, so a
-    ratio means something on a shared machine too.
+    Alternating puts both sides under the same background load: a spike from elsewhere on the
+    machine hits one pair, not one side of a ratio.
     """
     a: list[float] = []
     b: list[float] = []
     for _ in range(repeats):
-        for fn, times in ((ours, a), (theirs, b)):
-            t0 = time.process_time()
+        for fn, times in ((first, a), (second, b)):
+            t0 = clock()
             fn()
-            times.append(time.process_time() - t0)
-    return min(a), min(b)
+            times.append(clock() - t0)
+    return np.asarray(a), np.asarray(b)
+
+
+def best_pair(ours: Callable[[], object], theirs: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Best CPU time of each of two single-threaded calls, run alternately.
+
+    CPU time (``time.process_time``; OpenCV and torch are held to one thread) leaves out the time
+    other processes hold the core, so a ratio means something on a shared machine too.
+    """
+    a, b = alternate(ours, theirs, repeats, time.process_time)
+    return float(a.min()), float(b.min())
 
 
 def paired_wall(
@@ -95,18 +106,11 @@ def paired_wall(
 ) -> tuple[float, float, float]:
     """Best wall time of each of two calls run alternately, and the median ratio of the pairs.
 
-    For comparisons about cores (CPU time would hide what parallelism buys): each pair runs back to
-    back under the same background load, so the median of the per-pair ratios is steadier than a
-    ratio of two best-ofs taken at different moments.
+    For comparisons about cores (CPU time would hide what parallelism buys): the median of the
+    per-pair ratios is steadier than a ratio of two best-ofs taken at different moments.
     """
-    a: list[float] = []
-    b: list[float] = []
-    for _ in range(repeats):
-        for fn, times in ((one, a), (other, b)):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return min(a), min(b), float(np.median(np.asarray(a) / np.asarray(b)))
+    a, b = alternate(one, other, repeats, time.perf_counter)
+    return float(a.min()), float(b.min()), float(np.median(a / b))
 
 
 def _chain_loop(n: int, loops: int, barrier: Any, results: Any) -> None:
