@@ -4,10 +4,11 @@ The endpoints admit requests themselves (:func:`fencebox.service.dataplane.admit
 API key, the route and the chain override, and before the budget and the body.  Under overload
 most requests are such refusals, and going through routing, dependency injection and the
 exception handlers made each one cost about as much CPU as a third of a served request.  This
-pure-ASGI layer answers the same 503 for those requests first, in the same order of checks (a
-wrong key still gets 401 and an unknown route 404 from the endpoint), so that refusing stays cheap
-while the route is full.  It only ever refuses what the endpoint would refuse; everything else,
-and every request with a chain override (whose 403 comes before admission), passes through.
+pure-ASGI layer answers those requests first, in the endpoint's order of checks: a missing or wrong
+key gets the endpoint's 401 (the key is checked here, once), an unknown route passes on to the
+endpoint's 404, and only then does a full route get its 503 + Retry-After.  It never refuses what
+the endpoint would not; everything else, and every request with a chain override (whose 400/403
+comes before admission), passes through unchanged.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class AdmissionGate:
         await self.app(scope, receive, send)
 
     def _refusal(self, scope: Scope) -> ServiceError | None:
-        """The endpoint's own Overloaded error when it would refuse this request for its route's limit."""
+        """The error the endpoint would answer first when this request's route is full (401 or 503); else None."""
         path: str = scope["path"]
         if path in V1_PATHS:
             gated, name = _v1_route_name(scope)
@@ -78,11 +79,11 @@ class AdmissionGate:
         route: Route | None = runtime.routes.get(name or runtime.settings.default.name)
         if route is None or not route.admission.full:
             return None
+        scope[ENDPOINT_KEY] = endpoint
         try:
             runtime.guard.identify(Request(scope))
-        except ServiceError:
-            return None  # the endpoint answers 401 (the key comes before admission)
-        scope[ENDPOINT_KEY] = endpoint
+        except ServiceError as err:  # the key comes before admission: the endpoint's own 401
+            return err
         return route.admission.overloaded()
 
     @staticmethod

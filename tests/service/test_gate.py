@@ -48,6 +48,12 @@ def full() -> Iterator[ServerThread]:
         hold.close()
 
 
+def _count(metrics: str, reason: str) -> float:
+    """The value of ``fencebox_rejected_total{reason=...}`` in a /metrics text (0 when absent)."""
+    prefix = f'fencebox_rejected_total{{reason="{reason}"}} '
+    return next((float(line[len(prefix) :]) for line in metrics.splitlines() if line.startswith(prefix)), 0.0)
+
+
 def _auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {KEY}"}
 
@@ -80,8 +86,11 @@ def test_a_full_route_refuses_rest_and_v2_with_retry_after(full: ServerThread) -
 
 
 def test_the_key_and_the_route_are_checked_before_admission(full: ServerThread) -> None:
+    before = httpx.get(full.url + "/metrics").text
     no_key = httpx.post(full.url + "/v1/predict", content=png(digit()), timeout=30)
     assert no_key.status_code == 401 and no_key.json()["code"] == "unauthorized"
+    assert no_key.headers["www-authenticate"] == "Bearer"
+    assert _count(httpx.get(full.url + "/metrics").text, "no_key") == _count(before, "no_key") + 1  # once
     unknown = httpx.post(
         full.url + "/v1/predict?model=nope", content=png(digit()), headers=_auth(), timeout=30
     )
