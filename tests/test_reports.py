@@ -131,3 +131,16 @@ def test_advgan_cost_table_is_printed_from_the_committed_measurements() -> None:
     spec.loader.exec_module(bench)
     runs = sorted((ROOT / "reports" / "mnist-advgan" / "cost").glob("*.json"))
     assert runs and bench.markdown(runs) in (ROOT / "reports" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("folder", ["mnist", "mnist-adv"])
+def test_the_merged_advgan_column_never_beats_the_worst_case(folder: str) -> None:
+    """reports/README.md says AdvGAN leaves at least the worst case's robust accuracy in every row, and
+    that the column came from a run merged by scripts/merge_report_rows.py: both hold in the JSON."""
+    report = json.loads((ROOT / "reports" / folder / "report.json").read_text())
+    assert [m["rows"] for m in report["config"]["merged"]] == ["advgan_results"]
+    worst = {(r["chain"], r["eps"]): r for r in report["results"] if r["threat"] == "worst-case"}
+    cells = _summarize().advgan_cells(report["advgan_results"])
+    assert set(cells) == set(worst)
+    for key, gan in cells.items():
+        assert gan["robust_accuracy"] >= worst[key]["robust_accuracy"], key
