@@ -13,13 +13,12 @@ comes before admission), passes through unchanged.
 
 from __future__ import annotations
 
-import json
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fencebox.service.errors import ServiceError
+from fencebox.service.errors import ServiceError, error_response
 from fencebox.service.metrics import ENDPOINT_KEY
 from fencebox.service.runtime import Route, Runtime
 
@@ -55,8 +54,8 @@ class AdmissionGate:
         """Refuse at once when the request's route is full; otherwise hand the request on unchanged."""
         if scope["type"] == "http" and scope["method"] == "POST":
             refusal = self._refusal(scope)
-            if refusal is not None:
-                await self._send(scope, send, refusal)
+            if refusal is not None:  # the same JSON answer (and error metric) every endpoint gives
+                await error_response(refusal, Request(scope))(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -85,16 +84,3 @@ class AdmissionGate:
         except ServiceError as err:  # the key comes before admission: the endpoint's own 401
             return err
         return route.admission.overloaded()
-
-    @staticmethod
-    async def _send(scope: Scope, send: Send, err: ServiceError) -> None:
-        """Send ``err`` as the JSON error every endpoint answers (noting its code for the error metric)."""
-        scope["fencebox.error"] = err.code
-        body = json.dumps({"error": err.message, "code": err.code}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers.items()),
-        ]
-        await send({"type": "http.response.start", "status": err.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
