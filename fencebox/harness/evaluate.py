@@ -24,6 +24,7 @@ from fencebox.harness.runner import EvalConfig, OracleFactory, Row, Runner, wors
 from fencebox.harness.shards import ShardedRunner
 from fencebox.harness.stats import wilson
 from fencebox.harness.threats import ESCALATION, THREATS, Threat, parse_threats
+from fencebox.harness.verdict import save_candidates
 from fencebox.models.base import Classifier
 from fencebox.transforms.base import Transform
 
@@ -55,17 +56,10 @@ def environment(device: str) -> dict[str, Any]:
 
 
 def save_adversarials(folder: Path, i: int, row: Row) -> dict[str, Any]:
-    """Write a row's final adversarials (uint8 NHWC, with labels and data-set indices) as an npz; return its record."""
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"{i:03d}-{row.norm}-{row.eps:g}.npz"
+    """Write an L-inf/L2 row's final adversarials (:func:`save_candidates`); return its record."""
     assert row.adversarials is not None
-    np.savez_compressed(
-        folder / name,
-        images=row.adversarials,
-        labels=np.asarray(row.per_example["label"], dtype=np.int64),
-        index=np.asarray(row.per_example["index"], dtype=np.int64),
-    )
-    return {"file": f"{folder.name}/{name}"}
+    labels, index = row.per_example["label"], row.per_example["index"]
+    return save_candidates(folder, f"{i:03d}-{row.norm}-{row.eps:g}.npz", row.adversarials, labels, index)
 
 
 def evaluate(

@@ -19,6 +19,7 @@ from fencebox.harness.advgan import AdvGANConfig, evaluate_advgan
 from fencebox.harness.defended import DefendedClassifier
 from fencebox.harness.judged import Judge, VerdictConfig
 from fencebox.harness.patch import PATCH_SHAPES, PatchConfig, evaluate_patch, square_side
+from fencebox.harness.verdict import save_candidates
 from fencebox.models.base import Classifier
 from fencebox.models.data import eye_line
 from fencebox.transforms.base import Transform
@@ -90,19 +91,8 @@ def patch_configs(
     return configs
 
 
-def save_candidates(
-    folder: Path, name: str, images: np.ndarray, labels: np.ndarray, index: np.ndarray
-) -> dict[str, Any]:
-    """Write a row's selected adversarials (uint8 NHWC, labels, data-set indices) as an npz; return its record."""
-    folder.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        folder / name, images=images, labels=labels.astype(np.int64), index=index.astype(np.int64)
-    )
-    return {"file": f"{folder.name}/{name}"}
-
-
 def _worst_row(
-    judge: Judge, name: str, chain: Transform, rows: list[Any], x: np.ndarray, y: np.ndarray
+    judge: Judge, name: str, rows: list[Any], x: np.ndarray, y: np.ndarray
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Per example the worst candidate of a group's estimator rows on the selection draws, re-scored."""
     judged = judge(x, y, [r.adversarials for r in rows])
@@ -192,7 +182,7 @@ def patch_rows(
                     )
             if len(group) > 1:
                 group_name = f"patch-{cfg.shape}" + (f"-{cfg.size:g}" if cfg.shape == "square" else "")
-                worst, images = _worst_row(Judge(model, chain, vcfg, group_name), name, chain, group, xt, yt)
+                worst, images = _worst_row(Judge(model, chain, vcfg, group_name), name, group, xt, yt)
                 worst.update({"threat": f"patch-{cfg.shape}", "chain_spec": str(chain), "steps": cfg.steps})
                 if save_to is not None:
                     worst["verdict"]["adversarials"] = save_candidates(
@@ -252,7 +242,7 @@ def advgan_rows(
                 rows.append(row)
             if len(group) > 1:
                 worst, images = _worst_row(
-                    Judge(model, chain, vcfg, f"advgan-{group[0].levels}"), name, chain, group, x, y
+                    Judge(model, chain, vcfg, f"advgan-{group[0].levels}"), name, group, x, y
                 )
                 worst.update({"attack": "advgan", "chain_spec": str(chain)})
                 for f in ("pgd_success_rate", "pgd_robust_accuracy", "pgd_images_per_s"):

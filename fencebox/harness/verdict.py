@@ -16,8 +16,11 @@ A deterministic chain needs one draw: every draw would give the same answer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from fencebox.models.base import Classifier
 from fencebox.transforms.base import Transform, apply_parallel, slice_params
@@ -103,3 +106,21 @@ def select_worst(
         take = worse(k, key)
         best[take], key[take], chosen[take] = cand[take], k[take], i
     return best, key, chosen
+
+
+def save_candidates(
+    folder: Path, name: str, images: np.ndarray, labels: npt.ArrayLike, index: npt.ArrayLike
+) -> dict[str, Any]:
+    """Write a row's selected adversarials (uint8 NHWC, labels, data-set indices) as ``folder/name``.
+
+    The one format ``fencebox replay`` reads back, for every kind of row; returns the record a row
+    keeps under ``verdict.adversarials`` (the path relative to the report folder).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        folder / name,
+        images=images,
+        labels=np.asarray(labels, dtype=np.int64),
+        index=np.asarray(index, dtype=np.int64),
+    )
+    return {"file": f"{folder.name}/{name}"}
