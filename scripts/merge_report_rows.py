@@ -37,22 +37,40 @@ def check_compatible(report: dict[str, Any], run: dict[str, Any]) -> None:
         raise SystemExit("the run does not match the report:\n  " + "\n  ".join(bad))
 
 
+def load_report(folder: Path) -> dict[str, Any]:
+    """The report.json of ``folder``; SystemExit saying what is wrong when it is missing or not a report."""
+    path = folder / "report.json"
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"no report.json in {folder}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+        raise SystemExit(f"{path} is not a fencebox evaluation report (no config)")
+    return doc
+
+
 def merge(report_dir: Path, run_dir: Path, kind: str, note: str | None) -> dict[str, Any]:
-    """Merge the run's ``kind`` rows into the report (replacing rows of that kind) and rewrite it."""
-    report = json.loads((report_dir / "report.json").read_text())
-    run = json.loads((run_dir / "report.json").read_text())
+    """Merge the run's ``kind`` rows into the report (replacing rows of that kind) and rewrite it.
+
+    Everything is checked before anything is written: a refused merge leaves the report as it was.
+    """
+    report, run = load_report(report_dir), load_report(run_dir)
     check_compatible(report, run)
     rows = run.get(kind) or []
     if not rows:
         raise SystemExit(f"{run_dir / 'report.json'} has no {kind}")
-    for row in rows:
-        saved = (row.get("verdict") or {}).get("adversarials") or {}
-        if saved.get("file"):
-            target = report_dir / saved["file"]
-            if target.exists() and not target.name.startswith(("advgan-", "patch-")):
-                raise SystemExit(f"{target} exists and is not a {kind} file: refusing to overwrite it")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(run_dir / saved["file"], target)
+    files = [str(((row.get("verdict") or {}).get("adversarials") or {}).get("file") or "") for row in rows]
+    for name in filter(None, files):
+        target = report_dir / name
+        if not (run_dir / name).is_file():
+            raise SystemExit(f"{run_dir / name} is missing: the run's saved adversarials must come with it")
+        if target.exists() and not target.name.startswith(("advgan-", "patch-")):
+            raise SystemExit(f"{target} exists and is not a {kind} file: refusing to overwrite it")
+    for name in filter(None, files):
+        (report_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / name, report_dir / name)
     report[kind] = rows
     for key in ("train_images", "advgan_epochs", "patch_steps"):
         if key in run["config"]:

@@ -234,5 +234,13 @@ def test_advgan_rows_of_a_later_run_merge_into_a_report_and_replay(tmp_path: Pat
     res = CliRunner().invoke(app, ["replay", str(base / "report.json")])
     assert res.exit_code == 0 and "all numbers match" in res.output, res.output
     assert "| advgan " in res.output
+    before = (base / "report.json").read_text()
     with pytest.raises(SystemExit, match=r"eps: report \[0.1\], run \[0.2\]"):
         merge.merge(base, other, "advgan_results", None)
+    with pytest.raises(SystemExit, match=r"no report\.json in"):
+        merge.merge(base, tmp_path / "nowhere", "advgan_results", None)
+    saved = later / doc["advgan_results"][0]["verdict"]["adversarials"]["file"]
+    saved.unlink()
+    with pytest.raises(SystemExit, match="is missing: the run's saved adversarials must come with it"):
+        merge.merge(base, later, "advgan_results", None)
+    assert (base / "report.json").read_text() == before  # a refused merge writes nothing
