@@ -424,8 +424,9 @@ PARALLEL_CHUNK_BYTES = 1 << 20
 Pieces of a few images (six at 224x224x3), as many for each worker, let each worker write its
 pieces straight into the output while the others run, and a worker that starts late (a new thread
 takes up to a few ms to start) takes fewer of them.  On ``fencebox-default`` (64 images at
-224x224x3, two cores) two workers gave 1.22-1.60x one (median of alternating pairs, 5 runs), where
-two independent processes gave 1.86-2.08x: see benchmarks/bench_chain.py."""
+224x224x3, two cores) two workers gave 1.51-1.75x one in three runs of benchmarks/bench_chain.py
+(median of alternating pairs), where two independent processes gave 2.00-2.12x; the piece size
+itself made no measurable difference between 150 KB and whole halves."""
 
 
 def apply_parallel(t: Transform, images: np.ndarray, params: Params, workers: int = 1) -> np.ndarray:
